@@ -1,0 +1,1 @@
+//! Build context: walking and filtering the context directory (in progress).

@@ -1,0 +1,6 @@
+//! kiln: a rootless, daemonless builder of OCI images from Dockerfiles.
+//!
+//! The pipeline and the module map are described in `../shared/DESIGN.md`.
+
+pub mod context;
+pub mod frontend;

@@ -1,0 +1,5 @@
+//! kiln's one integration test binary: helpers in `support`, suites beside it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod conformance;
+mod support;
