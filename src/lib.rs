@@ -4,3 +4,4 @@
 
 pub mod context;
 pub mod frontend;
+pub mod plan;

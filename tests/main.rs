@@ -1,5 +1,6 @@
 //! kiln's one integration test binary: helpers in `support`, suites beside it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cli;
 mod conformance;
 mod support;

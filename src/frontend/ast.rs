@@ -164,6 +164,9 @@ mod tests {
             args: vec!["foo".into(), "/tmp/".into()],
             ..Default::default()
         };
-        assert_eq!(dump_nodes(&[c]), "(copy [\"--user=me\" \"--doit=true\"] \"foo\" \"/tmp/\")\n");
+        assert_eq!(
+            dump_nodes(&[c]),
+            "(copy [\"--user=me\" \"--doit=true\"] \"foo\" \"/tmp/\")\n"
+        );
     }
 }

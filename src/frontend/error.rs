@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// A position in a Dockerfile: 1-based line, 1-based column counted in characters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
 pub struct Pos {
     pub line: usize,
     pub column: usize,

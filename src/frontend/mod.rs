@@ -12,3 +12,6 @@ pub mod patternmatcher;
 pub mod shell;
 
 pub use error::{DockerfileError, Pos, Warning};
+pub mod flags;
+pub mod instructions;
+pub mod stages;

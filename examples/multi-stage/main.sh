@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "source of the example app"

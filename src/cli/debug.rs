@@ -1,0 +1,78 @@
+//! `kiln debug`: the frontend's pieces from the shell, to check them against
+//! conformance vectors by hand.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+
+use kiln::frontend::ast::dump_nodes;
+use kiln::frontend::parser::parse;
+use kiln::frontend::patternmatcher::PatternMatcher;
+use kiln::frontend::shell::{EnvList, Lexer};
+
+#[derive(Debug, clap::Args)]
+pub struct DebugArgs {
+    #[command(subcommand)]
+    pub what: DebugCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Print a Dockerfile's parse tree in BuildKit's `result` format.
+    Ast { file: PathBuf },
+    /// Expand one word as a Dockerfile instruction would (quotes removed, no splitting).
+    Expand {
+        /// A variable (repeatable); `K` alone is set and empty.
+        #[arg(long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// The escape token: `\` or `` ` ``.
+        #[arg(long, default_value = "\\")]
+        escape: String,
+        #[arg(allow_hyphen_values = true)]
+        word: String,
+    },
+    /// Say `match` or `nomatch` for each path (does it or a parent match the patterns).
+    Ignore {
+        #[arg(long = "pattern", value_name = "P", allow_hyphen_values = true)]
+        patterns: Vec<String>,
+        #[arg(allow_hyphen_values = true)]
+        paths: Vec<String>,
+    },
+}
+
+pub fn run(args: DebugArgs) -> Result<()> {
+    match args.what {
+        DebugCommand::Ast { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("read Dockerfile {}", file.display()))?;
+            let parsed = parse(&file.display().to_string(), &text)?;
+            for w in &parsed.warnings {
+                eprintln!("warning: {}: {w}", file.display());
+            }
+            print!("{}", dump_nodes(&parsed.nodes));
+        }
+        DebugCommand::Expand { env, escape, word } => {
+            let esc = match escape.as_str() {
+                "\\" => '\\',
+                "`" => '`',
+                other => bail!("invalid escape token {other:?}: must be \\ or `"),
+            };
+            let env = EnvList::from_list(&env);
+            let out = Lexer::new(esc)
+                .process_word(&word, &env)
+                .with_context(|| format!("expand {word:?}"))?;
+            println!("{out}");
+        }
+        DebugCommand::Ignore { patterns, paths } => {
+            let m = PatternMatcher::new(&patterns).context("compile ignore patterns")?;
+            for p in &paths {
+                let hit = m
+                    .matches_or_parent_matches(p)
+                    .with_context(|| format!("match {p:?}"))?;
+                println!("{}", if hit { "match" } else { "nomatch" });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The `kiln` binary as users run it: flags, plans, errors and `kiln debug`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+}
+
+fn run(args: &[&str]) -> Output {
+    kiln().args(args).output().expect("run kiln")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(o.status.success(), "kiln {args:?} failed:\n{}", stderr(&o));
+    stdout(&o)
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        !o.status.success(),
+        "kiln {args:?} should fail; printed:\n{}",
+        stdout(&o)
+    );
+    stderr(&o)
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn version_and_help() {
+    assert!(ok(&["--version"]).starts_with("kiln "));
+    let help = ok(&["build", "--help"]);
+    for flag in [
+        "--file",
+        "--tag",
+        "--build-arg",
+        "--target",
+        "--no-cache",
+        "--platform",
+        "--label",
+        "--progress",
+        "--quiet",
+        "--iidfile",
+        "--output",
+        "--push",
+        "--dry-run",
+    ] {
+        assert!(help.contains(flag), "build --help lacks {flag}");
+    }
+    assert!(!ok(&["--help"]).contains("debug"), "debug must stay hidden");
+}
+
+#[test]
+fn dry_run_prints_the_pruned_plan() {
+    let ex = repo().join("examples/multi-stage");
+    let df = ex.join("Dockerfile");
+    let out = ok(&[
+        "build",
+        "--dry-run",
+        "-f",
+        df.to_str().unwrap(),
+        "--target",
+        "app",
+        "--build-arg",
+        "VERSION=2.0",
+        "-t",
+        "example/app:2.0",
+        ex.to_str().unwrap(),
+    ]);
+    assert!(out.contains("target: stage 2 \"app\""), "{out}");
+    assert!(
+        out.contains("[1/2] stage 0 \"builder\" FROM image busybox:latest"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[2/2] stage 2 \"app\" FROM image busybox:latest"),
+        "{out}"
+    );
+    assert!(out.contains("uses: stage 0 \"builder\""), "{out}");
+    assert!(
+        out.contains("skipped (not needed for --target app): stage 1 \"test\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("LABEL org.opencontainers.image.version=2.0"),
+        "{out}"
+    );
+    assert!(out.contains("WORKDIR /srv/app"), "{out}");
+    assert!(
+        out.contains("COPY --from=builder --chown=1000:1000 --chmod=755 /out/app ./app"),
+        "{out}"
+    );
+    assert!(out.contains("3 pattern(s) from"), "{out}");
+    // Without --target the last stage is the target: the test stage is still skipped.
+    let out = ok(&["build", "--dry-run", ex.to_str().unwrap()]);
+    assert!(
+        out.contains("skipped (not needed by the last stage): stage 1 \"test\""),
+        "{out}"
+    );
+    let json = ok(&[
+        "build",
+        "--dry-run",
+        "--format",
+        "json",
+        "--target",
+        "test",
+        ex.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["target"], 1);
+    assert_eq!(v["stages"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn errors_name_file_line_column_with_a_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    let df = write(
+        dir.path(),
+        "Dockerfile",
+        "FROM busybox\nCOPY --chmown=1 a /b\n",
+    );
+    let err = fails(&[
+        "build",
+        "--dry-run",
+        "-f",
+        df.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]);
+    let want = format!("{}:2:6: unknown flag: --chmown", df.display());
+    assert!(err.contains(&want), "{err}");
+    assert!(err.contains("2 | COPY --chmown=1 a /b"), "{err}");
+    assert!(err.contains("|      ^"), "{err}");
+
+    write(dir.path(), "Dockerfile", "FROM busybox\nRUN true\n");
+    let err = fails(&[
+        "build",
+        "--dry-run",
+        "--target",
+        "nope",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("target stage \"nope\" could not be found"),
+        "{err}"
+    );
+    let err = fails(&[
+        "build",
+        "--dry-run",
+        "--platform",
+        "linux/",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(err.contains("invalid platform"), "{err}");
+    let err = fails(&[
+        "build",
+        "--dry-run",
+        "-t",
+        "Bad Name",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(err.contains("invalid tag"), "{err}");
+    let err = fails(&[
+        "build",
+        "--dry-run",
+        "-o",
+        "type=bogus,dest=x",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(err.contains("unsupported --output type"), "{err}");
+    let err = fails(&["build", dir.path().to_str().unwrap()]);
+    assert!(err.contains("not implemented yet"), "{err}");
+    let err = fails(&["build", "--dry-run", "/nonexistent/ctx"]);
+    assert!(err.contains("not a directory"), "{err}");
+}
+
+#[test]
+fn containerfile_and_stdin_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "Containerfile", "FROM scratch\nCOPY a /a\n");
+    let out = ok(&["build", "--dry-run", dir.path().to_str().unwrap()]);
+    assert!(out.contains("Containerfile"), "{out}");
+    let mut child = kiln()
+        .args(["build", "--dry-run", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM scratch\nENV A=1\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("ENV A=1"));
+}
+
+#[test]
+fn later_commands_say_not_implemented() {
+    for cmd in [
+        "images", "pull", "push", "tag", "rmi", "inspect", "history", "save", "load", "prune",
+        "login", "logout",
+    ] {
+        let err = fails(&[cmd, "x"]);
+        assert!(
+            err.contains(&format!("kiln {cmd}: not implemented yet")),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
+fn debug_expand_and_ignore() {
+    assert_eq!(
+        ok(&[
+            "debug",
+            "expand",
+            "--env",
+            "A=x y",
+            "--",
+            "${A}-\"$A\"-'$A'"
+        ]),
+        "x y-x y-$A\n"
+    );
+    assert_eq!(ok(&["debug", "expand", "--escape", "`", "a`$b"]), "a$b\n");
+    let err = fails(&["debug", "expand", "${A:?is required}"]);
+    assert!(err.contains("is required"), "{err}");
+    let out = ok(&[
+        "debug",
+        "ignore",
+        "--pattern",
+        "ba*",
+        "--pattern",
+        "!bay",
+        "--",
+        "bar",
+        "bay",
+        "foo",
+        "bar/x",
+    ]);
+    assert_eq!(out, "match\nnomatch\nnomatch\nmatch\n");
+    let err = fails(&["debug", "ignore", "--pattern", "!", "x"]);
+    assert!(!err.is_empty());
+}
+
+#[test]
+fn debug_ast_matches_every_result_file() {
+    let Some(conf) = crate::conformance::dir() else {
+        return;
+    };
+    let mut ran = 0;
+    for entry in std::fs::read_dir(conf.join("dockerfile/parser/testfiles")).unwrap() {
+        let dir = entry.unwrap().path();
+        let want = std::fs::read_to_string(dir.join("result")).unwrap();
+        let got = ok(&["debug", "ast", dir.join("Dockerfile").to_str().unwrap()]);
+        assert_eq!(got, want, "kiln debug ast {}", dir.display());
+        ran += 1;
+    }
+    crate::conformance::report("cli/debug-ast testfiles", ran, 0);
+}
+
+#[test]
+fn dockerignore_scenarios_through_the_cli() {
+    let Some(conf) = crate::conformance::dir() else {
+        return;
+    };
+    let text =
+        std::fs::read_to_string(conf.join("dockerignore/buildkit-context-scenarios.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut ran = 0;
+    for sc in v["scenarios"].as_array().unwrap() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in sc["context"].as_object().unwrap() {
+            write(dir.path(), name, body.as_str().unwrap());
+        }
+        let ctx = dir.path().to_str().unwrap();
+        if sc["expect_build_error"].as_bool() == Some(true) {
+            let err = fails(&["build", "--dry-run", ctx]);
+            assert!(err.contains(".dockerignore"), "{}: {err}", sc["id"]);
+        } else {
+            let builds: Vec<String> = match sc["builds"].as_array() {
+                Some(b) => b
+                    .iter()
+                    .map(|b| b["dockerfile"].as_str().unwrap().to_string())
+                    .collect(),
+                None => vec![sc["build"]["dockerfile"].as_str().unwrap().to_string()],
+            };
+            for df in builds {
+                let path = dir.path().join(&df);
+                let out = ok(&["build", "--dry-run", "-f", path.to_str().unwrap(), ctx]);
+                let own = dir.path().join(format!("{df}.dockerignore"));
+                let expect_file = if own.exists() {
+                    own
+                } else {
+                    dir.path().join(".dockerignore")
+                };
+                assert!(
+                    out.contains(&format!("from {}", expect_file.display())),
+                    "{}: {df} should use {}: {out}",
+                    sc["id"],
+                    expect_file.display()
+                );
+            }
+        }
+        ran += 1;
+    }
+    // What the files in the built image are is checked once builds run (later issue).
+    crate::conformance::report(
+        "cli/buildkit-context-scenarios (ignore-file choice)",
+        ran,
+        0,
+    );
+}
