@@ -33,3 +33,4 @@ pub fn report(set: &str, ran: usize, skipped: usize) {
 }
 
 pub mod instructions;
+pub mod shell;
