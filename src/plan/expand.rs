@@ -181,7 +181,7 @@ impl StageExpander<'_> {
                 Some(self.word(cmd, d, u)?)
             } else {
                 // `ARG NAME` alone inherits the global value (platform ARGs included).
-                self.global.lookup(&def.key).map(str::to_string)
+                self.global.get(&def.key).map(str::to_string)
             };
             if let Some(v) = &value {
                 self.scope.set(&def.key, v);

@@ -19,7 +19,7 @@ use crate::frontend::stages::Dockerfile;
 pub use expand::Expanded;
 use expand::StageExpander;
 pub use platform::{Platform, PlatformError};
-use scope::{is_predefined, platform_args, Vars};
+use scope::{from_pairs, is_predefined, pairs, platform_args, Vars};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -377,13 +377,13 @@ impl Planner<'_> {
                 _ => Vec::new(),
             },
         };
-        let env = Vars::from_pairs(inherited);
+        let env = from_pairs(&inherited);
         let mut x = StageExpander {
             src: self.df.source_ref(),
             lexer: self.lexer,
             scope: env.clone(),
             env,
-            args: Vars::new(),
+            args: Vars::default(),
             build_args: &self.opts.build_args,
             global: &self.global,
             consumed: BTreeSet::new(),
@@ -421,7 +421,7 @@ impl Planner<'_> {
                 pos: cmd.pos(),
                 text: render::render(&e.instruction),
                 instruction: e.instruction,
-                build_args: x.args.pairs().to_vec(),
+                build_args: pairs(&x.args),
                 undefined: e.undefined.into_iter().collect(),
             });
         }
@@ -433,7 +433,7 @@ impl Planner<'_> {
             platform,
             sources,
             steps,
-            env: x.env.pairs().to_vec(),
+            env: pairs(&x.env),
             pos: stage.pos,
         })
     }

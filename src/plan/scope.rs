@@ -1,49 +1,27 @@
 //! Variables in scope for expansion, and the ARGs that exist without being declared.
 
-use crate::frontend::shell::Env;
+use crate::frontend::shell::EnvList;
 
 use super::platform::Platform;
 
-/// An ordered variable list where a later `set` of a name replaces its value in place.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Vars(Vec<(String, String)>);
+/// Variables in scope: BuildKit's env-list semantics (a later `set` of a name
+/// replaces its value in place).
+pub type Vars = EnvList;
 
-impl Vars {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
-        let mut v = Vars::new();
-        for (k, val) in pairs {
-            v.set(&k, &val);
-        }
-        v
-    }
-
-    pub fn set(&mut self, key: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value.to_string(),
-            None => self.0.push((key.to_string(), value.to_string())),
-        }
-    }
-
-    pub fn lookup(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn pairs(&self) -> &[(String, String)] {
-        &self.0
-    }
+/// The pairs of a variable list, in order.
+pub fn pairs(v: &Vars) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
-impl Env for Vars {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.lookup(name)
+/// A variable list from pairs (later duplicates win).
+pub fn from_pairs(list: &[(String, String)]) -> Vars {
+    let mut v = Vars::default();
+    for (k, val) in list {
+        v.set(k, val);
     }
+    v
 }
 
 /// Proxy ARGs: usable as build args without an ARG line, kept out of history.
@@ -74,7 +52,7 @@ pub const BUILTIN_ARGS: [&str; 8] = [
 
 /// The automatic platform ARGs of the global scope.
 pub fn platform_args(target: &Platform, build: &Platform) -> Vars {
-    let mut v = Vars::new();
+    let mut v = Vars::default();
     v.set("TARGETPLATFORM", &target.to_string());
     v.set("TARGETOS", &target.os);
     v.set("TARGETARCH", &target.arch);
