@@ -3,4 +3,5 @@
 
 mod cli;
 mod conformance;
+mod harness;
 mod support;

@@ -1,1 +1,11 @@
-//! Test helpers (in progress).
+//! Test helpers shared by the suites. They drive real tools (Debian's
+//! `docker-registry`, `skopeo`, `umoci`, busybox-static), never mocks; a
+//! missing tool fails the test with the hint to run
+//! `scripts/install-test-deps.sh` as root.
+// Each suite uses only some helpers.
+#![allow(dead_code)]
+
+pub mod busybox;
+pub mod registry;
+pub mod tools;
+pub mod user;

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Installs what kiln's integration tests need on Debian 12. Idempotent.
+# Run as root. The tests start their own registries, so the packaged
+# docker-registry service is stopped and disabled.
+set -eu
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-test-deps.sh: must run as root (try: sudo $0)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+# docker-registry: Distribution v2 server; skopeo, umoci: reference OCI
+# tools; busybox-static: the test base image; uidmap: newuidmap/newgidmap;
+# passwd: useradd/usermod; util-linux: setpriv, flock.
+apt-get install -y --no-install-recommends \
+    docker-registry skopeo umoci busybox-static uidmap jq ca-certificates \
+    passwd util-linux
+
+if [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry.service
+elif [ -x /etc/init.d/docker-registry ]; then
+    /etc/init.d/docker-registry stop || true  # fails when not running
+    update-rc.d docker-registry disable
+fi
+echo "install-test-deps.sh: done"
