@@ -1,11 +1,14 @@
 #!/bin/sh
 # Installs what kiln's integration tests need on Debian 12. Idempotent.
-# Run as root. The tests start their own registries, so the packaged
+# Run as root (re-runs itself through sudo when it can). The tests start their own registries, so the packaged
 # docker-registry service is stopped and disabled.
 set -eu
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-test-deps.sh: must run as root (try: sudo $0)" >&2
+    if command -v sudo >/dev/null 2>&1; then
+        exec sudo sh "$0" "$@"
+    fi
+    echo "install-test-deps.sh: must run as root (no sudo found)" >&2
     exit 1
 fi
 
