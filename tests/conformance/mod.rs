@@ -34,3 +34,5 @@ pub fn report(set: &str, ran: usize, skipped: usize) {
 
 pub mod instructions;
 pub mod shell;
+pub mod parser;
+
