@@ -31,3 +31,5 @@ pub fn report(set: &str, ran: usize, skipped: usize) {
     assert!(ran > 0, "conformance set {set} ran no case");
     println!("conformance: {set}: {ran} cases passed, {skipped} skipped");
 }
+pub mod dockerignore;
+pub mod walk;
