@@ -36,3 +36,5 @@ pub mod instructions;
 pub mod shell;
 pub mod parser;
 
+pub mod dockerignore;
+pub mod walk;
