@@ -66,7 +66,14 @@ fn version_and_help() {
     ] {
         assert!(help.contains(flag), "build --help lacks {flag}");
     }
-    assert!(!ok(&["--help"]).contains("debug"), "debug must stay hidden");
+    let main_help = ok(&["--help"]);
+    assert!(main_help.contains("  build "), "{main_help}");
+    assert!(
+        !main_help
+            .lines()
+            .any(|l| l.trim_start().starts_with("debug ")),
+        "debug must stay hidden: {main_help}"
+    );
 }
 
 #[test]

@@ -33,8 +33,8 @@ pub fn report(set: &str, ran: usize, skipped: usize) {
 }
 
 pub mod instructions;
-pub mod shell;
 pub mod parser;
+pub mod shell;
 
 pub mod dockerignore;
 pub mod walk;
