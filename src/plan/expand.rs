@@ -233,7 +233,11 @@ fn mount_value(m: &crate::frontend::instructions::Mount) -> String {
             f.push(format!("{k}={v}"));
         }
     };
-    push("id", &m.id);
+    // An id that only repeats its default (a cache's target) is left out.
+    let default_id = m.kind == crate::frontend::instructions::MountType::Cache && m.id == m.target;
+    if !default_id {
+        push("id", &m.id);
+    }
     push("from", &m.from);
     push("source", &m.source);
     push("target", &m.target);

@@ -3,10 +3,12 @@
 //! package does. Nothing is expanded here: values stay as written so the plan
 //! can expand them with the variables in scope.
 
+use serde::Serialize;
+
 mod duration;
 pub mod mount;
-
-use serde::Serialize;
+mod types;
+mod values;
 
 use super::ast::Node;
 use super::error::{DockerfileError, Pos};
@@ -14,137 +16,11 @@ use super::flags::{FlagError, Flags};
 use super::heredoc::parse_heredoc_word;
 pub use duration::parse_go_duration;
 pub use mount::{parse_mount, Mount, MountType, Sharing};
-
-/// A command line in shell form (run through SHELL) or exec form (JSON array).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum CommandLine {
-    Shell(String),
-    Exec(Vec<String>),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct KeyValue {
-    pub key: String,
-    pub value: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ArgDef {
-    pub key: String,
-    /// The default as written (quotes kept; expanded by the plan).
-    pub value: Option<String>,
-    pub doc_comment: String,
-}
-
-/// A heredoc body used as a file: a COPY/ADD source or a RUN inline file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InlineFile {
-    pub name: String,
-    /// COPY/ADD: leading tabs already removed for `<<-`; RUN: raw, see `chomp`.
-    pub data: String,
-    pub expand: bool,
-    pub chomp: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SourcesAndDest {
-    pub dest: String,
-    pub paths: Vec<String>,
-    pub contents: Vec<InlineFile>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct From {
-    pub base: String,
-    pub name: Option<String>,
-    pub platform: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    Default,
-    None,
-    Host,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Device {
-    pub name: String,
-    pub required: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Run {
-    pub cmd: CommandLine,
-    pub files: Vec<InlineFile>,
-    /// `--mount` values as written; parsed again after expansion by the plan.
-    pub mounts: Vec<String>,
-    pub network: Option<Network>,
-    pub insecure: bool,
-    pub devices: Vec<Device>,
-    pub flags_used: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Copy {
-    pub src: SourcesAndDest,
-    pub from: Option<String>,
-    pub chown: Option<String>,
-    pub chmod: Option<String>,
-    pub link: bool,
-    pub parents: bool,
-    pub exclude: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Add {
-    pub src: SourcesAndDest,
-    pub chown: Option<String>,
-    pub chmod: Option<String>,
-    pub link: bool,
-    pub keep_git_dir: bool,
-    pub checksum: Option<String>,
-    pub unpack: Option<bool>,
-    pub exclude: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Healthcheck {
-    /// `None` for `HEALTHCHECK NONE` (stored as `["NONE"]` in the config).
-    pub test: Option<Vec<String>>,
-    pub interval_ns: i64,
-    pub timeout_ns: i64,
-    pub start_period_ns: i64,
-    pub start_interval_ns: i64,
-    pub retries: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Instruction {
-    From(From),
-    Run(Run),
-    Cmd(CommandLine),
-    Entrypoint(CommandLine),
-    Shell(Vec<String>),
-    Label(Vec<KeyValue>),
-    Env(Vec<KeyValue>),
-    Maintainer(String),
-    Expose(Vec<String>),
-    Add(Add),
-    Copy(Copy),
-    Volume(Vec<String>),
-    User(String),
-    Workdir(String),
-    Arg(Vec<ArgDef>),
-    Onbuild {
-        /// The trigger text as written after ONBUILD (what the image config stores).
-        expression: String,
-        inner: Box<Command>,
-    },
-    Stopsignal(String),
-    Healthcheck(Healthcheck),
-}
+pub use types::*;
+pub use values::{
+    check_interval, doc_comment_for, handle_json_args, parse_device, valid_chmod, valid_stage_name,
+};
+use values::{strip_keyword, valid_checksum};
 
 /// A typed instruction with the node it came from (position, original text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -674,130 +550,6 @@ impl Parser<'_> {
             retries,
         }))
     }
-}
-
-/// BuildKit's `handleJSONArgs`: exec-form arguments stay a list; shell-form
-/// arguments are joined with single spaces into one string (none stay none).
-pub fn handle_json_args(args: &[String], json: bool) -> Vec<String> {
-    if args.is_empty() || json {
-        args.to_vec()
-    } else {
-        vec![args.join(" ")]
-    }
-}
-
-/// BuildKit's rule for HEALTHCHECK durations: 0 means "inherit"; anything
-/// else must be at least a millisecond.
-pub fn check_interval(name: &str, ns: i64) -> Result<(), String> {
-    if ns < 0 {
-        return Err(format!("Interval {name:?} cannot be negative"));
-    }
-    if ns != 0 && ns < 1_000_000 {
-        return Err(format!("Interval {name:?} cannot be less than 1ms"));
-    }
-    Ok(())
-}
-
-/// Stage names: lower-case letter first, then letters, digits, `-`, `_`, `.`.
-pub fn valid_stage_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
-        && chars
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
-}
-
-/// `--chmod`: octal (`755`, `0644`) or comma-separated symbolic clauses
-/// (`u+x`, `go=rX`, `g=u`), the forms BuildKit accepts.
-pub fn valid_chmod(s: &str) -> bool {
-    if !s.is_empty() && s.len() <= 4 && s.chars().all(|c| ('0'..='7').contains(&c)) {
-        return true;
-    }
-    !s.is_empty()
-        && s.split(',').all(|clause| {
-            let who_end = clause
-                .find(|c: char| !matches!(c, 'u' | 'g' | 'o' | 'a'))
-                .unwrap_or(clause.len());
-            let mut rest = &clause[who_end..];
-            if rest.is_empty() {
-                return false;
-            }
-            while !rest.is_empty() {
-                let Some(op) = rest.chars().next().filter(|c| matches!(c, '+' | '-' | '=')) else {
-                    return false;
-                };
-                rest = &rest[op.len_utf8()..];
-                let perm_end = rest.find(['+', '-', '=']).unwrap_or(rest.len());
-                let perms = &rest[..perm_end];
-                let ok = perms
-                    .chars()
-                    .all(|c| matches!(c, 'r' | 'w' | 'x' | 'X' | 's' | 't'))
-                    || matches!(perms, "u" | "g" | "o");
-                if !ok {
-                    return false;
-                }
-                rest = &rest[perm_end..];
-            }
-            true
-        })
-}
-
-fn valid_checksum(c: &str) -> bool {
-    if let Some(hex) = c.strip_prefix("sha256:") {
-        return hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit());
-    }
-    // A git commit (full or prefix) for git sources.
-    (4..=64).contains(&c.len()) && c.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-/// `RUN --device=name[,required[=bool]]` (also `name=<dev>`), BuildKit labs syntax.
-pub fn parse_device(value: &str) -> Result<Device, String> {
-    let mut name: Option<String> = None;
-    let mut required = false;
-    for (i, field) in value.split(',').enumerate() {
-        let (k, v) = match field.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (field, None),
-        };
-        match (k, v) {
-            ("required", None) => required = true,
-            ("required", Some(v)) => {
-                required = match v.to_ascii_lowercase().as_str() {
-                    "1" | "t" | "true" => true,
-                    "0" | "f" | "false" => false,
-                    _ => return Err(format!("invalid value for required: {v}")),
-                }
-            }
-            ("name", Some(v)) => {
-                if let Some(n) = &name {
-                    return Err(format!("device name already set to {n}"));
-                }
-                name = Some(v.to_string());
-            }
-            _ if i == 0 => name = Some(field.to_string()),
-            _ => return Err(format!("unexpected key '{k}' in '{field}'")),
-        }
-    }
-    match name.filter(|n| !n.is_empty()) {
-        Some(name) => Ok(Device { name, required }),
-        None => Err(format!("device name is required in {value:?}")),
-    }
-}
-
-/// BuildKit's doc-comment rule: the rest of the first attached comment line
-/// that starts with `NAME ` (the name, then a space).
-pub fn doc_comment_for(comments: &[String], name: &str) -> String {
-    let prefix = format!("{name} ");
-    comments
-        .iter()
-        .find_map(|c| c.strip_prefix(&prefix))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-fn strip_keyword(original: &str) -> String {
-    let t = original.trim_start();
-    let end = t.find(char::is_whitespace).unwrap_or(t.len());
-    t[end..].trim().to_string()
 }
 
 #[cfg(test)]
