@@ -135,6 +135,28 @@ fn read_input(args: &BuildArgs) -> Result<Input> {
     if !ctx.is_dir() {
         bail!("build context {} is not a directory", ctx.display());
     }
+    if args.file.as_deref() == Some(Path::new("-")) {
+        // `-f -` (docker): the Dockerfile from stdin, the context from CONTEXT; only
+        // the context's own .dockerignore applies.
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("read the Dockerfile from stdin")?;
+        let stdin_df = ctx.join("Dockerfile");
+        let ignore_file = Some(ctx.join(".dockerignore")).filter(|p| p.is_file());
+        let ignore = if ignore_file.is_some() {
+            context::load_ignore_patterns(&ctx, &stdin_df)?
+        } else {
+            Vec::new()
+        };
+        return Ok(Input {
+            dockerfile_name: "<stdin>".into(),
+            text,
+            context: Some(ctx),
+            ignore,
+            ignore_file,
+        });
+    }
     let dockerfile = match &args.file {
         Some(f) => f.clone(),
         None => ["Dockerfile", "Containerfile"]
@@ -186,15 +208,15 @@ pub fn run(args: BuildArgs) -> Result<()> {
         build_platform: Platform::host(),
     };
     let plan = plan(&df, &opts, &NoBaseEnv)?;
-    for arg in &plan.unused_build_args {
-        tracing::warn!("build-arg {arg} was not consumed by any ARG");
-    }
     if args.dry_run {
         match args.format {
             PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
             PlanFormat::Text => print!("{}", render_plan(&df.file, &input, &plan, &outputs, &args)),
         }
         return Ok(());
+    }
+    for arg in &plan.unused_build_args {
+        tracing::warn!("build-arg {arg} was not consumed by any ARG");
     }
     bail!(
         "kiln build: running builds is not implemented yet; the Dockerfile parsed and planned ({} stage(s) to build). Use --dry-run to see the plan",

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::frontend::error::DockerfileError;
 use crate::frontend::instructions::{
-    parse_mount, Add, ArgDef, Command, Copy, Instruction, KeyValue, Run, SourceRef, SourcesAndDest,
+    parse_mount, valid_checksum, valid_chmod, valid_port_spec, valid_signal, Add, ArgDef, Command,
+    Copy, Instruction, KeyValue, Run, SourceRef, SourcesAndDest,
 };
 use crate::frontend::shell::Lexer;
 
@@ -111,7 +112,7 @@ impl StageExpander<'_> {
             Instruction::Arg(defs) => Instruction::Arg(self.arg(cmd, defs, &mut u)?),
             Instruction::Copy(c) => Instruction::Copy(Copy {
                 src: self.sources(cmd, &c.src, &mut u)?,
-                from: self.opt(cmd, &c.from, &mut u)?,
+                from: self.copy_from(cmd, &c.from)?,
                 chown: self.opt(cmd, &c.chown, &mut u)?,
                 chmod: self.opt(cmd, &c.chmod, &mut u)?,
                 exclude: self.all(cmd, &c.exclude, &mut u)?,
@@ -134,19 +135,89 @@ impl StageExpander<'_> {
                         .map_err(|e| self.src.error(&cmd.node, p, format!("EXPOSE: {e}")))?;
                     out.extend(words);
                 }
+                if let Some(bad) = out.iter().find(|p| !valid_port_spec(p)) {
+                    return Err(self.src.error(
+                        &cmd.node,
+                        "",
+                        format!(
+                            "EXPOSE: invalid port {bad:?}: expected PORT[-PORT][/tcp|/udp|/sctp]"
+                        ),
+                    ));
+                }
                 Instruction::Expose(out)
             }
-            Instruction::Volume(v) => Instruction::Volume(self.all(cmd, v, &mut u)?),
+            Instruction::Volume(v) => {
+                let v = self.all(cmd, v, &mut u)?;
+                if v.iter().any(|p| p.trim().is_empty()) {
+                    return Err(self.src.error(
+                        &cmd.node,
+                        "",
+                        "VOLUME specified can not be an empty string",
+                    ));
+                }
+                Instruction::Volume(v)
+            }
             Instruction::User(s) => Instruction::User(self.word(cmd, s, &mut u)?),
             Instruction::Workdir(s) => Instruction::Workdir(self.word(cmd, s, &mut u)?),
-            Instruction::Stopsignal(s) => Instruction::Stopsignal(self.word(cmd, s, &mut u)?),
+            Instruction::Stopsignal(s) => {
+                let sig = self.word(cmd, s, &mut u)?;
+                if !valid_signal(&sig) {
+                    return Err(self.src.error(
+                        &cmd.node,
+                        s,
+                        format!("invalid signal: {sig:?} (a number or a name like SIGTERM)"),
+                    ));
+                }
+                Instruction::Stopsignal(sig)
+            }
             Instruction::Run(r) => Instruction::Run(self.run(cmd, r, &mut u)?),
             other => other.clone(),
         };
+        self.check_values(cmd, &instruction)?;
         Ok(Expanded {
             instruction,
             undefined: u,
         })
+    }
+
+    /// `--from` is never expanded (BuildKit refuses it), so the graph is known before any stage runs.
+    fn copy_from(
+        &self,
+        cmd: &Command,
+        from: &Option<String>,
+    ) -> Result<Option<String>, DockerfileError> {
+        match from {
+            Some(f) if f.contains('$') => Err(self.src.error(
+                &cmd.node,
+                f,
+                "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+            )),
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// Values that could only be checked once their variables were expanded.
+    fn check_values(&self, cmd: &Command, i: &Instruction) -> Result<(), DockerfileError> {
+        let (chmod, checksum) = match i {
+            Instruction::Copy(c) => (c.chmod.as_deref(), None),
+            Instruction::Add(a) => (a.chmod.as_deref(), a.checksum.as_deref()),
+            _ => return Ok(()),
+        };
+        if let Some(m) = chmod.filter(|m| !valid_chmod(m)) {
+            return Err(self.src.error(
+                &cmd.node,
+                "--chmod",
+                format!("invalid chmod parameter {m:?}: expected an octal mode (755) or symbolic modes (u+x,go=rX)"),
+            ));
+        }
+        if let Some(c) = checksum.filter(|c| !valid_checksum(c)) {
+            return Err(self.src.error(
+                &cmd.node,
+                "--checksum",
+                format!("invalid checksum {c:?}: expected sha256:<64 hex digits> or a git commit"),
+            ));
+        }
+        Ok(())
     }
 
     fn key_values(

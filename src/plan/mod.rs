@@ -103,6 +103,8 @@ pub struct PlannedStage {
     pub steps: Vec<Step>,
     /// The image ENV at the end of the stage.
     pub env: Vec<(String, String)>,
+    /// ARG values at the end of the stage (a child stage inherits them).
+    pub args: Vec<(String, String)>,
     pub pos: Pos,
 }
 
@@ -273,21 +275,24 @@ impl Planner<'_> {
                     format!("FROM: base name ({}) should not be blank", stage.base),
                 ));
             }
-            let platform = match &stage.platform {
-                Some(p) => {
+            // Only an earlier stage can be a base; any other name is an image.
+            let base = if base_text == "scratch" {
+                Base::Scratch
+            } else {
+                match self.df.stage_by_name(&base_text) {
+                    Some(i) if i < stage.index => Base::Stage(i),
+                    _ => Base::Image(base_text),
+                }
+            };
+            // A stage built on another stage inherits its platform unless it names one.
+            let platform = match (&stage.platform, &base) {
+                (Some(p), _) => {
                     let t = word(p)?;
                     Platform::parse(&t)
                         .map_err(|e| src.error(from_cmd, "--platform", e.to_string()))?
                 }
-                None => self.opts.target_platform.clone(),
-            };
-            let base = if base_text.eq_ignore_ascii_case("scratch") {
-                Base::Scratch
-            } else {
-                match self.df.stage_by_name(&base_text) {
-                    Some(i) if i != stage.index => Base::Stage(i),
-                    _ => Base::Image(base_text),
-                }
+                (None, Base::Stage(b)) => self.platforms[*b].clone(),
+                (None, _) => self.opts.target_platform.clone(),
             };
             self.bases.push(base);
             self.platforms.push(platform);
@@ -344,6 +349,11 @@ impl Planner<'_> {
     /// Resolves a `--from` value: a stage name, a stage index, or an image.
     fn source_of(&self, stage: usize, from: &str) -> Result<Source, String> {
         if let Some(j) = self.df.stage_by_name(from) {
+            if j >= stage {
+                return Err(format!(
+                    "cannot copy from stage {from:?}, it needs to be defined before the current stage (stage {stage})"
+                ));
+            }
             return Ok(Source::Stage(j));
         }
         if let Ok(n) = from.parse::<usize>() {
@@ -369,28 +379,47 @@ impl Planner<'_> {
         let stage = &self.df.stages[i];
         let base = self.bases[i].clone();
         let platform = self.platforms[i].clone();
-        let inherited = match &base {
-            Base::Scratch => Vec::new(),
-            Base::Image(r) => self.base_env.env(r, &platform),
+        // A stage built on another stage starts from its ENV and its ARG
+        // values (BuildKit copies the base state's env and build args).
+        let (inherited, inherited_args) = match &base {
+            Base::Scratch => (Vec::new(), Vec::new()),
+            Base::Image(r) => (self.base_env.env(r, &platform), Vec::new()),
             Base::Stage(b) => match self.done.get(b) {
-                Some(Ok(s)) => s.env.clone(),
-                _ => Vec::new(),
+                Some(Ok(s)) => (s.env.clone(), s.args.clone()),
+                _ => (Vec::new(), Vec::new()),
             },
         };
         let env = from_pairs(&inherited);
+        let args = from_pairs(&inherited_args);
+        let mut scope = env.clone();
+        for (k, v) in &inherited_args {
+            scope.set(k, v);
+        }
         let mut x = StageExpander {
             src: self.df.source_ref(),
             lexer: self.lexer,
-            scope: env.clone(),
+            scope,
             env,
-            args: Vars::default(),
+            args,
             build_args: &self.opts.build_args,
             global: &self.global,
             consumed: BTreeSet::new(),
         };
         let mut steps = Vec::new();
         let mut sources = Vec::new();
-        for cmd in &stage.commands {
+        // ONBUILD triggers of a base stage run first, as if written right after FROM.
+        let triggers: Vec<&crate::frontend::instructions::Command> = match &base {
+            Base::Stage(b) => self.df.stages[*b]
+                .commands
+                .iter()
+                .filter_map(|c| match &c.instruction {
+                    Instruction::Onbuild { inner, .. } => Some(inner.as_ref()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for cmd in triggers.into_iter().chain(stage.commands.iter()) {
             let e = x.step(cmd)?;
             let froms: Vec<String> = match &e.instruction {
                 Instruction::Copy(c) => c.from.iter().cloned().collect(),
@@ -434,6 +463,7 @@ impl Planner<'_> {
             sources,
             steps,
             env: pairs(&x.env),
+            args: pairs(&x.args),
             pos: stage.pos,
         })
     }

@@ -29,7 +29,7 @@ fn quote(v: &str) -> String {
 
 fn kvs(list: &[KeyValue]) -> String {
     list.iter()
-        .map(|kv| format!("{}={}", kv.key, quote(&kv.value)))
+        .map(|kv| format!("{}={}", quote(&kv.key), quote(&kv.value)))
         .collect::<Vec<_>>()
         .join(" ")
 }

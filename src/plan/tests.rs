@@ -110,10 +110,10 @@ fn env_in_one_instruction_sees_values_from_before() {
 }
 
 #[test]
-fn stages_inherit_env_from_their_base_stage() {
+fn stages_inherit_env_and_args_from_their_base_stage() {
     let text = "FROM busybox AS a\nENV P=/opt\nARG Q=1\nFROM a\nWORKDIR $P/$Q\n";
     let p = plan_of(text, None, &[]).unwrap();
-    assert_eq!(texts(&p, 1), vec!["WORKDIR /opt/"]);
+    assert_eq!(texts(&p, 1), vec!["WORKDIR /opt/1"]);
 }
 
 #[test]
@@ -128,7 +128,10 @@ fn copy_from_index_image_and_errors() {
     let e = plan_of("FROM busybox\nCOPY --from=0 /a /a\n", None, &[]).unwrap_err();
     assert!(e.to_string().contains("invalid stage index 0"), "{e}");
     let e = plan_of("FROM busybox AS a\nCOPY --from=a /a /a\n", None, &[]).unwrap_err();
-    assert!(e.to_string().contains("circular dependency"), "{e}");
+    assert!(
+        e.to_string().contains("cannot copy from stage \"a\""),
+        "{e}"
+    );
     assert!(e.to_string().starts_with("Dockerfile:2:13:"), "{e}");
 }
 
@@ -147,13 +150,92 @@ fn mount_from_is_an_edge_and_is_expanded() {
 }
 
 #[test]
-fn cycles_are_rejected() {
-    let text = "FROM b AS a\nFROM a AS b\n";
-    let e = plan_of(text, None, &[]).unwrap_err();
+fn only_earlier_stages_are_bases_or_sources() {
+    // A later stage's name in FROM is an image name, as in BuildKit.
+    let p = plan_of(
+        "FROM b AS a\nRUN x\nFROM busybox AS b\nCOPY --from=a x y\n",
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(p.stages[0].base, Base::Image("b".into()));
+    let e = plan_of(
+        "FROM alpine\nCOPY --from=b x y\nFROM busybox AS b\nFROM alpine\nCOPY --from=0 a b\n",
+        None,
+        &[],
+    )
+    .unwrap_err();
     assert!(
-        e.to_string().contains("circular dependency detected"),
+        e.to_string().contains("cannot copy from stage \"b\""),
         "{e}"
     );
+}
+
+#[test]
+fn copy_from_is_not_expanded() {
+    let e = plan_of(
+        "FROM alpine AS a\nFROM busybox\nARG S=a\nCOPY --from=$S x y\n",
+        None,
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("variable expansion is not supported for --from"),
+        "{e}"
+    );
+}
+
+#[test]
+fn child_stages_inherit_args_platform_and_onbuild_triggers() {
+    let p = plan_of(
+        "FROM alpine AS a\nARG V=1\nFROM a\nWORKDIR /$V\n",
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(texts(&p, 1), vec!["WORKDIR /1"]);
+    let p = plan_of(
+        "FROM --platform=linux/s390x alpine AS a\nFROM a\n",
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(p.stages[1].platform.to_string(), "linux/s390x");
+    let text =
+        "FROM alpine AS a\nONBUILD COPY --from=c x y\nFROM busybox AS c\nFROM a\nRUN echo child\n";
+    // The trigger runs in the child, where c (defined after a) is earlier: allowed.
+    assert!(plan_of(text, None, &[]).is_ok());
+    let text =
+        "FROM busybox AS c\nFROM alpine AS a\nONBUILD COPY --from=c x y\nFROM a\nRUN echo child\n";
+    let p = plan_of(text, None, &[]).unwrap();
+    assert_eq!(
+        p.stages.iter().map(|s| s.index).collect::<Vec<_>>(),
+        vec![1, 0, 2]
+    );
+    assert_eq!(texts(&p, 2), vec!["COPY --from=c x y", "RUN echo child"]);
+    assert_eq!(p.stages[2].sources, vec![Source::Stage(0)]);
+}
+
+#[test]
+fn values_are_checked_after_expansion() {
+    for (text, want) in [
+        ("FROM a\nENV M=999\nCOPY --chmod=$M a b\n", "invalid chmod"),
+        (
+            "FROM a\nENV C=abc\nADD --checksum=sha256:$C http://x/y /z\n",
+            "invalid checksum",
+        ),
+        ("FROM a\nVOLUME [\"/a\", \"$B\"]\n", "empty string"),
+        ("FROM a\nEXPOSE 80/xyz\n", "invalid port"),
+        ("FROM a\nEXPOSE abc\n", "invalid port"),
+        ("FROM a\nSTOPSIGNAL FOO\n", "invalid signal"),
+    ] {
+        let e = plan_of(text, None, &[]).unwrap_err();
+        assert!(e.to_string().contains(want), "{text:?}: {e}");
+    }
+    let p = plan_of("FROM a\nENV P=8080\nEXPOSE $P 53/udp 1000-1010/tcp\nSTOPSIGNAL sigkill\nLABEL \"a b\"=\"c d\"\n", None, &[]).unwrap();
+    assert_eq!(texts(&p, 0)[1], "EXPOSE 8080 53/udp 1000-1010/tcp");
+    assert_eq!(texts(&p, 0)[3], "LABEL \"a b\"=\"c d\"");
 }
 
 #[test]

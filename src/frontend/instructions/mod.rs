@@ -17,10 +17,11 @@ use super::heredoc::parse_heredoc_word;
 pub use duration::parse_go_duration;
 pub use mount::{parse_mount, Mount, MountType, Sharing};
 pub use types::*;
+use values::strip_keyword;
 pub use values::{
-    check_interval, doc_comment_for, handle_json_args, parse_device, valid_chmod, valid_stage_name,
+    check_interval, doc_comment_for, handle_json_args, parse_device, valid_checksum, valid_chmod,
+    valid_port_spec, valid_signal, valid_stage_name,
 };
-use values::{strip_keyword, valid_checksum};
 
 /// A typed instruction with the node it came from (position, original text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -67,7 +67,7 @@ pub fn valid_chmod(s: &str) -> bool {
         })
 }
 
-pub(super) fn valid_checksum(c: &str) -> bool {
+pub fn valid_checksum(c: &str) -> bool {
     if let Some(hex) = c.strip_prefix("sha256:") {
         return hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit());
     }
@@ -124,4 +124,51 @@ pub(super) fn strip_keyword(original: &str) -> String {
     let t = original.trim_start();
     let end = t.find(char::is_whitespace).unwrap_or(t.len());
     t[end..].trim().to_string()
+}
+
+/// EXPOSE entries as docker's `nat.ParsePortSpecs` accepts them:
+/// `[ip:][hostport:]port[-port][/proto]`.
+pub fn valid_port_spec(p: &str) -> bool {
+    let (spec, proto) = match p.rsplit_once('/') {
+        Some((s, proto)) => (s, proto.to_ascii_lowercase()),
+        None => (p, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return false;
+    }
+    let range = |r: &str| -> bool {
+        let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+        match (lo.parse::<u16>(), hi.parse::<u16>()) {
+            (Ok(a), Ok(b)) => a <= b,
+            _ => false,
+        }
+    };
+    // The container port is the last `:` field; anything before it is an address and host port.
+    let container = spec.rsplit(':').next().unwrap_or(spec);
+    range(container)
+}
+
+/// Signal names Linux knows (with or without `SIG`, any case), `RTMIN+n`/`RTMAX-n`, or a number.
+pub fn valid_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u32>() {
+        return n > 0;
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    const NAMES: [&str; 35] = [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "UNUSED",
+    ];
+    if NAMES.contains(&name) || name == "RTMIN" || name == "RTMAX" {
+        return true;
+    }
+    let rt = |prefix: &str, sep: char| {
+        name.strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix(sep))
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (1..=15).contains(&n))
+    };
+    rt("RTMIN", '+') || rt("RTMAX", '-')
 }
