@@ -221,6 +221,33 @@ fn containerfile_and_stdin_are_found() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success());
     assert!(stdout(&o).contains("ENV A=1"));
+
+    // `-f -` (docker): Dockerfile from stdin, context from the directory.
+    write(dir.path(), ".dockerignore", "secret\n");
+    let mut child = kiln()
+        .args([
+            "build",
+            "--dry-run",
+            "-f",
+            "-",
+            dir.path().to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM scratch\nCOPY . /ctx\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("Dockerfile: <stdin>"), "{out}");
+    assert!(out.contains("1 pattern(s) from"), "{out}");
 }
 
 #[test]

@@ -131,6 +131,8 @@ pub struct Plan {
     pub skipped: Vec<SkippedStage>,
     pub global_args: Vec<(String, String)>,
     pub unused_build_args: Vec<String>,
+    /// Proxy build args: every RUN sees them without an ARG line, history never records them.
+    pub proxy_env: Vec<(String, String)>,
 }
 
 struct Planner<'a> {
@@ -199,12 +201,19 @@ pub fn plan(
         .filter(|k| !p.consumed.contains(*k) && !is_predefined(k))
         .cloned()
         .collect();
+    let proxy_env = opts
+        .build_args
+        .iter()
+        .filter(|(k, _)| scope::PROXY_ARGS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     Ok(Plan {
         target,
         stages,
         skipped,
         global_args,
         unused_build_args,
+        proxy_env,
     })
 }
 

@@ -253,6 +253,10 @@ fn unused_build_args_are_reported_but_predefined_ones_are_not() {
     )
     .unwrap();
     assert_eq!(p.unused_build_args, vec!["NOPE".to_string()]);
+    assert_eq!(
+        p.proxy_env,
+        vec![("HTTP_PROXY".to_string(), "x".to_string())]
+    );
 }
 
 #[test]
