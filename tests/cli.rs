@@ -184,7 +184,7 @@ fn errors_name_file_line_column_with_a_caret() {
         "Bad Name",
         dir.path().to_str().unwrap(),
     ]);
-    assert!(err.contains("invalid tag"), "{err}");
+    assert!(err.contains("invalid reference \"Bad Name\""), "{err}");
     let err = fails(&[
         "build",
         "--dry-run",

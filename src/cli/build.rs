@@ -11,6 +11,7 @@ use clap::ValueEnum;
 use kiln::context;
 use kiln::frontend::stages::parse_dockerfile;
 use kiln::plan::{plan, Base, NoBaseEnv, Plan, PlanOptions, Platform, Source};
+use kiln::registry::reference::Reference;
 
 use super::output::OutputSpec;
 
@@ -96,16 +97,9 @@ fn build_args(list: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// A light check of `-t` names until the reference parser lands: docker's
-/// lower-case repository path, optional registry host[:port], optional tag.
+/// `-t` names follow docker's reference grammar (normalized later when the image is stored).
 fn check_tag(t: &str) -> Result<()> {
-    let re = regex::Regex::new(
-        r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$",
-    )
-    .context("compile the tag pattern")?;
-    if !re.is_match(t) {
-        bail!("invalid tag {t:?}: expected [registry[:port]/]name[:tag] with a lower-case name");
-    }
+    Reference::parse(t)?;
     Ok(())
 }
 
@@ -349,7 +343,7 @@ mod tests {
         ] {
             assert!(check_tag(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "App", "a b", "a:", "a::b", "-a"] {
+        for bad in ["", "App", "a b", "a:", "a::b", "-a", "a@sha256:short"] {
             assert!(check_tag(bad).is_err(), "{bad}");
         }
     }
