@@ -5,3 +5,4 @@
 pub mod context;
 pub mod frontend;
 pub mod plan;
+pub mod store;
