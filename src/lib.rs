@@ -6,3 +6,4 @@ pub mod context;
 pub mod frontend;
 pub mod plan;
 pub mod registry;
+pub mod store;

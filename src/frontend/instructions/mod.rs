@@ -293,7 +293,7 @@ impl Parser<'_> {
         if args.is_empty() {
             return Err(self.err("", format!("{name} requires at least one argument")));
         }
-        if args.len() % 3 != 0 {
+        if !args.len().is_multiple_of(3) {
             return Err(self.err("", format!("Bad input to {name}, too many arguments")));
         }
         let mut out = Vec::new();

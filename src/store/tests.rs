@@ -1,0 +1,292 @@
+use std::fs;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use super::*;
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    (dir, s)
+}
+
+fn desc(d: Digest, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: MANIFEST.to_string(),
+        digest: d,
+        size,
+        annotations: Default::default(),
+        platform: None,
+    }
+}
+
+fn tmp_count(root: &Path) -> usize {
+    fs::read_dir(root.join("tmp")).unwrap().count()
+}
+
+#[test]
+fn digest_parse_rejects_bad_input() {
+    let ok = format!("sha256:{}", "a".repeat(64));
+    let d = Digest::parse(&ok).unwrap();
+    assert_eq!(d.algorithm(), "sha256");
+    assert_eq!(d.hex(), "a".repeat(64));
+    assert_eq!(d.to_string(), ok);
+    for bad in [
+        "sha256:abc".to_string(),
+        format!("sha512:{}", "a".repeat(64)),
+        format!("sha256:{}", "A".repeat(64)),
+        format!("sha256:../{}", "a".repeat(61)),
+    ] {
+        assert!(Digest::parse(&bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn open_creates_layout_and_rejects_other_version() {
+    let (dir, _s) = store();
+    let layout: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("oci-layout")).unwrap()).unwrap();
+    assert_eq!(layout["imageLayoutVersion"], "1.0.0");
+    // Reopening is idempotent.
+    Store::open(dir.path()).unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    fs::write(
+        other.path().join("oci-layout"),
+        r#"{"imageLayoutVersion":"2.0.0"}"#,
+    )
+    .unwrap();
+    let err = Store::open(other.path()).unwrap_err();
+    assert!(err.to_string().contains("2.0.0"), "{err}");
+}
+
+#[test]
+fn put_get_round_trip_and_idempotent() {
+    let (dir, s) = store();
+    let (d, n) = s.put_bytes(b"hello").unwrap();
+    assert_eq!(n, 5);
+    assert_eq!(d, Digest::of_bytes(b"hello"));
+    assert_eq!(
+        d.hex(),
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    );
+    assert!(s.has(&d));
+    assert_eq!(s.read_blob(&d).unwrap(), b"hello");
+    let mut streamed = Vec::new();
+    s.open_blob(&d).unwrap().read_to_end(&mut streamed).unwrap();
+    assert_eq!(streamed, b"hello");
+
+    let (d2, n2) = s.put_reader(&b"hello"[..], Some(&d)).unwrap();
+    assert_eq!((d2, n2), (d.clone(), 5));
+    assert_eq!(
+        fs::read_dir(dir.path().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(tmp_count(dir.path()), 0);
+}
+
+#[test]
+fn expected_digest_mismatch_stores_nothing() {
+    let (dir, s) = store();
+    let want = Digest::of_bytes(b"other");
+    let err = s.put_reader(&b"hello"[..], Some(&want)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "write blob {want}: digest mismatch: got sha256:2cf24dba"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    assert!(!s.has(&want));
+    assert!(!s.has(&Digest::of_bytes(b"hello")));
+    assert_eq!(tmp_count(dir.path()), 0);
+}
+
+#[test]
+fn corrupt_blob_fails_at_eof_and_check_reports_it() {
+    let (_dir, s) = store();
+    let (d, _) = s.put_bytes(b"good content").unwrap();
+    s.set_name("img", desc(d.clone(), 12)).unwrap();
+    assert!(s.check().unwrap().is_ok());
+
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(s.blob_path(&d))
+        .unwrap();
+    f.write_all(b"!").unwrap();
+    drop(f);
+
+    let err = s.read_blob(&d).unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("read blob {d}: digest mismatch")),
+        "{err}"
+    );
+
+    // The streaming reader hands out the bytes, then fails at EOF.
+    let mut r = s.open_blob(&d).unwrap();
+    let mut buf = [0u8; 13];
+    r.read_exact(&mut buf).unwrap();
+    let eof = r.read(&mut buf).unwrap_err();
+    assert_eq!(eof.kind(), std::io::ErrorKind::InvalidData);
+
+    let report = s.check().unwrap();
+    assert!(!report.is_ok());
+    assert_eq!(report.blobs_checked, 1);
+    assert_eq!(report.corrupt_blobs.len(), 1);
+    assert_eq!(report.corrupt_blobs[0].0, d);
+}
+
+#[test]
+fn check_reports_missing_blob_stray_and_tmp_files() {
+    let (dir, s) = store();
+    let (d, _) = s.put_bytes(b"x").unwrap();
+    s.set_name("img", desc(d.clone(), 1)).unwrap();
+    fs::remove_file(s.blob_path(&d)).unwrap();
+    fs::write(dir.path().join("blobs/sha256/junk"), b"").unwrap();
+    fs::write(dir.path().join("tmp/blob-leftover"), b"").unwrap();
+    let report = s.check().unwrap();
+    assert_eq!(report.missing_blobs, vec![("img".to_string(), d)]);
+    assert_eq!(report.stray_files.len(), 1);
+    assert_eq!(report.stale_tmp_files, 1);
+}
+
+#[test]
+fn set_name_refuses_missing_blob() {
+    let (_dir, s) = store();
+    let d = Digest::of_bytes(b"never stored");
+    let err = s.set_name("ghost", desc(d.clone(), 3)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("name \"ghost\" points at missing blob {d}")),
+        "{err}"
+    );
+    assert!(s.names().unwrap().is_empty());
+}
+
+#[test]
+fn names_replace_and_remove() {
+    let (_dir, s) = store();
+    let (a, na) = s.put_bytes(b"a").unwrap();
+    let (b, nb) = s.put_bytes(b"b").unwrap();
+    s.set_name("img:1", desc(a.clone(), na)).unwrap();
+    s.set_name("img:2", desc(a.clone(), na)).unwrap();
+    s.set_name("img:1", desc(b.clone(), nb)).unwrap();
+
+    let names = s.names().unwrap();
+    assert_eq!(names.len(), 2);
+    let one = s.resolve("img:1").unwrap().unwrap();
+    assert_eq!(one.digest, b);
+    assert_eq!(one.annotations[REF_NAME_ANNOTATION], "img:1");
+    assert_eq!(s.resolve("img:2").unwrap().unwrap().digest, a);
+    assert!(s.resolve("nope").unwrap().is_none());
+
+    assert!(s.remove_name("img:1").unwrap());
+    assert!(!s.remove_name("img:1").unwrap());
+    assert!(s.resolve("img:1").unwrap().is_none());
+    assert_eq!(s.names().unwrap().len(), 1);
+}
+
+#[test]
+fn index_json_has_oci_index_shape() {
+    let (dir, s) = store();
+    let (d, n) = s.put_bytes(b"{}").unwrap();
+    let mut dsc = desc(d.clone(), n);
+    dsc.platform = Some(serde_json::json!({"architecture": "amd64", "os": "linux"}));
+    s.set_name("img", dsc).unwrap();
+
+    let v: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(v["schemaVersion"], 2);
+    assert_eq!(v["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let m = v["manifests"].as_array().unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0]["mediaType"], MANIFEST);
+    assert_eq!(m[0]["digest"], d.to_string());
+    assert_eq!(m[0]["size"], 2);
+    assert_eq!(m[0]["annotations"][REF_NAME_ANNOTATION], "img");
+    assert_eq!(m[0]["platform"]["os"], "linux");
+}
+
+#[test]
+fn empty_annotations_and_platform_are_omitted() {
+    let d = desc(Digest::of_bytes(b""), 0);
+    let v = serde_json::to_value(&d).unwrap();
+    assert!(v.get("annotations").is_none());
+    assert!(v.get("platform").is_none());
+    let back: Descriptor = serde_json::from_value(v).unwrap();
+    assert_eq!(back, d);
+}
+
+#[test]
+fn concurrent_set_name_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, n) = Store::open(dir.path())
+        .unwrap()
+        .put_bytes(b"shared")
+        .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let root = dir.path().to_path_buf();
+            let d = d.clone();
+            std::thread::spawn(move || {
+                // Separate handles: each opens its own lock file description.
+                let s = Store::open(&root).unwrap();
+                for i in 0..25 {
+                    s.set_name(&format!("t{t}/n{i}"), desc(d.clone(), n))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let names = s.names().unwrap();
+    assert_eq!(names.len(), 100);
+    for t in 0..4 {
+        for i in 0..25 {
+            assert!(s.resolve(&format!("t{t}/n{i}")).unwrap().is_some());
+        }
+    }
+    let _: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(tmp_count(dir.path()), 0);
+}
+
+#[test]
+fn large_blob_is_streamed() {
+    let (dir, s) = store();
+    const SIZE: u64 = 50 * 1024 * 1024;
+    let (d, n) = s
+        .put_reader(std::io::repeat(0xab).take(SIZE), None)
+        .unwrap();
+    assert_eq!(n, SIZE);
+    assert_eq!(fs::metadata(s.blob_path(&d)).unwrap().len(), SIZE);
+    let copied = std::io::copy(&mut s.open_blob(&d).unwrap(), &mut std::io::sink()).unwrap();
+    assert_eq!(copied, SIZE);
+    assert_eq!(tmp_count(dir.path()), 0);
+}
+
+#[test]
+fn open_blob_missing_is_not_found() {
+    let (_dir, s) = store();
+    let d = Digest::of_bytes(b"absent");
+    assert!(matches!(
+        s.open_blob(&d),
+        Err(StoreError::BlobNotFound { .. })
+    ));
+}
+
+#[test]
+fn default_root_is_absolute() {
+    assert!(Store::default_root().is_absolute());
+}
