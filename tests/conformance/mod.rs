@@ -33,6 +33,7 @@ pub fn report(set: &str, ran: usize, skipped: usize) {
 }
 
 pub mod instructions;
+pub mod oci;
 pub mod parser;
 pub mod shell;
 
