@@ -366,3 +366,26 @@ fn dockerignore_scenarios_through_the_cli() {
         0,
     );
 }
+
+#[test]
+fn system_check_reports_a_corrupt_store() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    let out = ok(&["--root", r, "system", "check"]);
+    assert!(
+        out.contains("0 blob(s) checked") && out.ends_with("ok\n"),
+        "{out}"
+    );
+    let store = kiln::store::Store::open(root.path()).unwrap();
+    let (digest, _) = store.put_bytes(b"layer bytes").unwrap();
+    assert!(ok(&["--root", r, "system", "check"]).contains("1 blob(s) checked"));
+    std::fs::write(store.blob_path(&digest), b"tampered").unwrap();
+    let o = run(&["--root", r, "system", "check"]);
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains(&format!("corrupt blob {digest}")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stderr(&o).contains("has problems"), "{}", stderr(&o));
+}

@@ -4,6 +4,7 @@
 mod build;
 mod debug;
 mod output;
+mod system;
 
 use std::path::PathBuf;
 
@@ -70,6 +71,8 @@ pub enum Command {
     Login(Pending),
     /// Remove registry credentials (not implemented yet).
     Logout(Pending),
+    /// Look after the store (`kiln system check`).
+    System(system::SystemArgs),
     /// Frontend diagnostics: AST dumps, word expansion, ignore matching.
     #[command(hide = true)]
     Debug(debug::DebugArgs),
@@ -90,7 +93,7 @@ impl Command {
             Command::Prune(_) => "prune",
             Command::Login(_) => "login",
             Command::Logout(_) => "logout",
-            Command::Build(_) | Command::Debug(_) => return None,
+            Command::Build(_) | Command::Debug(_) | Command::System(_) => return None,
         })
     }
 }
@@ -115,6 +118,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(args) => build::run(args),
         Command::Debug(args) => debug::run(args),
+        Command::System(args) => system::run(cli.root, args),
         _ => Ok(()),
     }
 }
