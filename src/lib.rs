@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod frontend;
+pub mod image;
 pub mod plan;
 pub mod registry;
 pub mod store;

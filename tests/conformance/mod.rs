@@ -32,6 +32,7 @@ pub fn report(set: &str, ran: usize, skipped: usize) {
     println!("conformance: {set}: {ran} cases passed, {skipped} skipped");
 }
 
+pub mod image_docs;
 pub mod instructions;
 pub mod oci;
 pub mod parser;
