@@ -11,7 +11,7 @@ use kiln::image::{
     self, media_types, ContainerConfig, Descriptor, History, ImageConfig, Index, Manifest, RootFs,
 };
 
-use crate::support::oci_schema::OciSchemas;
+use crate::support::oci_schema::{docker_to_oci, examples_index, OciSchemas};
 
 /// Descriptor fields `kiln::store::Descriptor` models; others (`urls`,
 /// `data`, `artifactType`) are dropped on a round trip by design for now.
@@ -34,19 +34,9 @@ const NULL_AS_ABSENT: &[&str] = &[
 fn image_docs_round_trip() {
     let Some(dir) = super::dir() else { return };
     let spec = dir.join("oci-image-spec");
-    let index: Value =
-        serde_json::from_slice(&fs::read(spec.join("examples/index.json")).unwrap()).unwrap();
+    let index = examples_index(&dir);
     let schemas = OciSchemas::load(&dir);
-    let replacements = index["docker_to_oci_media_type_replacements"]
-        .as_object()
-        .unwrap();
-    let to_oci = |bytes: Vec<u8>| -> Vec<u8> {
-        let mut text = String::from_utf8(bytes).unwrap();
-        for (docker, oci) in replacements {
-            text = text.replace(docker.as_str(), oci.as_str().unwrap());
-        }
-        text.into_bytes()
-    };
+    let to_oci = |bytes: Vec<u8>| docker_to_oci(&index, bytes);
 
     let (mut ran, mut skipped) = (0, 0);
     let mut failures = Vec::new();

@@ -232,6 +232,25 @@ fn check_base64(data: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The examples index (`oci-image-spec/examples/index.json`) of the conformance folder.
+pub fn examples_index(conformance_dir: &Path) -> serde_json::Value {
+    let path = conformance_dir.join("oci-image-spec/examples/index.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// Docker v2.2 documents differ from OCI only in media type strings; upstream
+/// rewrites them textually (the index's replacement table) before validating.
+pub fn docker_to_oci(index: &serde_json::Value, bytes: Vec<u8>) -> Vec<u8> {
+    let mut text = String::from_utf8(bytes).expect("Docker v2.2 documents are UTF-8");
+    if let Some(table) = index["docker_to_oci_media_type_replacements"].as_object() {
+        for (docker, oci) in table {
+            text = text.replace(docker.as_str(), oci.as_str().unwrap_or(docker));
+        }
+    }
+    text.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
