@@ -5,4 +5,5 @@
 //! `busybox` or `ghcr.io/o/r@sha256:…`, because every later step (pull, push,
 //! `FROM` resolution) needs a normalized name first.
 
+pub mod credentials;
 pub mod reference;
