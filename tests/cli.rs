@@ -169,30 +169,21 @@ fn errors_name_file_line_column_with_a_caret() {
         err.contains("target stage \"nope\" could not be found"),
         "{err}"
     );
-    let err = fails(&[
-        "build",
-        "--dry-run",
-        "--platform",
-        "linux/",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(err.contains("invalid platform"), "{err}");
-    let err = fails(&[
-        "build",
-        "--dry-run",
-        "-t",
-        "Bad Name",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(err.contains("invalid reference \"Bad Name\""), "{err}");
-    let err = fails(&[
-        "build",
-        "--dry-run",
-        "-o",
-        "type=bogus,dest=x",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(err.contains("unsupported --output type"), "{err}");
+    // Bad flag values: (flag, value, what the error must say).
+    for (flag, value, want) in [
+        ("--platform", "linux/", "invalid platform"),
+        ("-t", "Bad Name", "invalid reference \"Bad Name\""),
+        ("-o", "type=bogus,dest=x", "unsupported --output type"),
+    ] {
+        let err = fails(&[
+            "build",
+            "--dry-run",
+            flag,
+            value,
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(err.contains(want), "{flag} {value}: {err}");
+    }
     let err = fails(&["build", dir.path().to_str().unwrap()]);
     assert!(err.contains("not implemented yet"), "{err}");
     let err = fails(&["build", "--dry-run", "/nonexistent/ctx"]);

@@ -19,6 +19,8 @@ pub struct Expanded {
     pub instruction: Instruction,
     /// Names looked up during expansion that were not set.
     pub undefined: BTreeSet<String>,
+    /// `COPY --from` and `RUN --mount from=` values: the step's edges in the stage graph.
+    pub froms: Vec<String>,
 }
 
 /// Walks a stage's commands in order, keeping the variables in scope.
@@ -99,6 +101,7 @@ impl StageExpander<'_> {
     /// Expands one command and applies its effect on the variables in scope.
     pub fn step(&mut self, cmd: &Command) -> Result<Expanded, DockerfileError> {
         let mut u = BTreeSet::new();
+        let mut froms = Vec::new();
         let instruction = match &cmd.instruction {
             Instruction::Env(kvs) => {
                 let kvs = self.key_values(cmd, kvs, &mut u)?;
@@ -170,13 +173,17 @@ impl StageExpander<'_> {
                 }
                 Instruction::Stopsignal(sig)
             }
-            Instruction::Run(r) => Instruction::Run(self.run(cmd, r, &mut u)?),
+            Instruction::Run(r) => Instruction::Run(self.run(cmd, r, &mut u, &mut froms)?),
             other => other.clone(),
         };
         self.check_values(cmd, &instruction)?;
+        if let Instruction::Copy(c) = &instruction {
+            froms.extend(c.from.iter().cloned());
+        }
         Ok(Expanded {
             instruction,
             undefined: u,
+            froms,
         })
     }
 
@@ -271,22 +278,26 @@ impl StageExpander<'_> {
         cmd: &Command,
         r: &Run,
         u: &mut BTreeSet<String>,
+        froms: &mut Vec<String>,
     ) -> Result<Run, DockerfileError> {
         let mut mounts = Vec::new();
         for m in &r.mounts {
+            // One expansion per field: it yields the value and the names it missed.
+            let missed = std::cell::RefCell::new(BTreeSet::new());
             let expand = |w: &str| -> Result<String, String> {
-                self.lexer
+                let x = self
+                    .lexer
                     .process_word_with_matches(w, &self.scope)
-                    .map(|x| x.value)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                missed.borrow_mut().extend(x.unmatched);
+                Ok(x.value)
             };
             let parsed = parse_mount(m, &expand).map_err(|e| {
                 self.src
                     .error(&cmd.node, m, format!("invalid --mount={m}: {e}"))
             })?;
-            if let Ok(x) = self.lexer.process_word_with_matches(m, &self.scope) {
-                u.extend(x.unmatched);
-            }
+            u.extend(missed.into_inner());
+            froms.extend(parsed.from.iter().cloned());
             mounts.push(mount_value(&parsed));
         }
         Ok(Run {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::frontend::error::{DockerfileError, Pos};
-use crate::frontend::instructions::{parse_mount, Instruction};
+use crate::frontend::instructions::Instruction;
 use crate::frontend::shell::Lexer;
 use crate::frontend::stages::Dockerfile;
 
@@ -430,27 +430,11 @@ impl Planner<'_> {
         };
         for cmd in triggers.into_iter().chain(stage.commands.iter()) {
             let e = x.step(cmd)?;
-            let froms: Vec<String> = match &e.instruction {
-                Instruction::Copy(c) => c.from.iter().cloned().collect(),
-                Instruction::Run(r) => r
-                    .mounts
-                    .iter()
-                    .filter_map(|m| parse_mount(m, &|s| Ok(s.to_string())).ok())
-                    .filter_map(|m| m.from)
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for from in froms {
+            for from in &e.froms {
+                // source_of only accepts earlier stages, so a stage never uses itself.
                 let s = self
-                    .source_of(i, &from)
-                    .map_err(|msg| x.src.error(&cmd.node, &from, msg))?;
-                if s == Source::Stage(i) {
-                    return Err(x.src.error(
-                        &cmd.node,
-                        &from,
-                        format!("circular dependency detected on stage: {from} (a stage cannot use itself)"),
-                    ));
-                }
+                    .source_of(i, from)
+                    .map_err(|msg| x.src.error(&cmd.node, from, msg))?;
                 if !sources.contains(&s) {
                     sources.push(s);
                 }
