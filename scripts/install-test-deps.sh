@@ -16,10 +16,12 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update
 # docker-registry: Distribution v2 server; skopeo, umoci: reference OCI
 # tools; busybox-static: the test base image; uidmap: newuidmap/newgidmap;
-# passwd: useradd/usermod; util-linux: setpriv, flock.
+# passwd: useradd/usermod; util-linux: setpriv, flock; podman: reads kiln's
+# docker-archive output (`podman load`); openssl, apache2-utils: a test CA
+# and htpasswd for the TLS+auth registry; time: peak RSS in bench/.
 apt-get install -y --no-install-recommends \
     docker-registry skopeo umoci busybox-static uidmap jq ca-certificates \
-    passwd util-linux
+    passwd util-linux podman openssl apache2-utils time
 
 if [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry.service
