@@ -6,6 +6,7 @@
 //! (unknown keys kept in `extra`, `null` Cmd/Entrypoint kept as `null`), and
 //! owning the types is the simplest way to guarantee that.
 
+pub mod changes;
 mod config;
 mod manifest;
 pub mod media_types;
