@@ -8,6 +8,7 @@
 
 pub mod changes;
 mod config;
+pub mod display;
 mod manifest;
 pub mod media_types;
 mod platform;
