@@ -104,11 +104,7 @@ pub struct ImportArgs {
 }
 
 pub fn import(root: Option<PathBuf>, args: ImportArgs) -> Result<()> {
-    let platform = args
-        .platform
-        .as_deref()
-        .map(Platform::parse)
-        .transpose()?;
+    let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
     let store = open_store(root)?;
     let opts = RootfsImport {
         changes: args.changes,

@@ -6,7 +6,7 @@
 //! (which would cost a decompression of every layer to compute).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -203,7 +203,10 @@ pub fn tag(root: Option<PathBuf>, args: TagArgs) -> Result<()> {
     let store = open_store(root)?;
     let target = transport::normalize_name(&args.target)?;
     if Reference::parse(&target)?.digest().is_some() {
-        bail!("refusing to create a tag with a digest reference: {}", args.target);
+        bail!(
+            "refusing to create a tag with a digest reference: {}",
+            args.target
+        );
     }
     let (_, entry) = find_image(&store, &args.source)?;
     transport::set_name(&store, &target, &entry.image.descriptor)?;
@@ -260,7 +263,12 @@ fn rmi_one(store: &Store, input: &str, force: bool) -> Result<()> {
         .any(|e| e.image.id() == entry.image.id());
     if !still_named {
         let img = &entry.image;
-        let mut only: BTreeSet<_> = img.manifest.layers.iter().map(|l| l.digest.clone()).collect();
+        let mut only: BTreeSet<_> = img
+            .manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect();
         only.insert(img.manifest.config.digest.clone());
         only.insert(img.descriptor.digest.clone());
         store.gc(&GcOptions {
@@ -286,7 +294,13 @@ pub struct InspectArgs {
 fn inspect_doc(entry: &ImageEntry) -> Value {
     let img = &entry.image;
     let cfg = &img.config;
-    let extra_str = |k: &str| cfg.extra.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let extra_str = |k: &str| {
+        cfg.extra
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     let repo_tags: Vec<String> = entry.names.iter().map(|n| familiar_name(n)).collect();
     let mut repo_digests: Vec<String> = entry
         .names
@@ -440,9 +454,7 @@ pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<()> {
             "WARNING! This will remove all dangling images and unreferenced data.\nAre you sure you want to continue? [y/N] "
         );
         let mut answer = String::new();
-        if std::io::stdin().is_terminal() || !args.force {
-            std::io::stdin().lock().read_line(&mut answer)?;
-        }
+        std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
             return Ok(());
         }

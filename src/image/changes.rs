@@ -17,7 +17,8 @@ pub enum ChangeError {
 }
 
 /// The instructions `--change` accepts (docker's list for import/commit).
-const ALLOWED: &str = "CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR";
+const ALLOWED: &str =
+    "CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR";
 
 /// Applies each change, in order, to `cfg`. Values are expanded with the
 /// config's `Env` as it is at that point, as a Dockerfile would.
@@ -72,7 +73,11 @@ fn apply(cfg: &mut ContainerConfig, ins: Instruction) -> Result<(), String> {
             let set = cfg.exposed_ports.get_or_insert_with(BTreeMap::new);
             for p in ports {
                 let p = expand(&p)?;
-                let p = if p.contains('/') { p } else { format!("{p}/tcp") };
+                let p = if p.contains('/') {
+                    p
+                } else {
+                    format!("{p}/tcp")
+                };
                 set.insert(p, serde_json::Map::new());
             }
         }
@@ -99,7 +104,11 @@ fn apply(cfg: &mut ContainerConfig, ins: Instruction) -> Result<(), String> {
         }
         other => {
             let name = format!("{other:?}");
-            let name = name.split(['(', ' ', '{']).next().unwrap_or("").to_uppercase();
+            let name = name
+                .split(['(', ' ', '{'])
+                .next()
+                .unwrap_or("")
+                .to_uppercase();
             return Err(format!("{name} is not allowed here (allowed: {ALLOWED})"));
         }
     }
@@ -135,7 +144,11 @@ mod tests {
         assert_eq!(cfg.cmd, Some(Some(vec!["sh".to_string()])));
         assert_eq!(
             cfg.entrypoint,
-            Some(Some(vec!["/bin/sh".into(), "-c".into(), "/bin/init --x".into()]))
+            Some(Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "/bin/init --x".into()
+            ]))
         );
         assert_eq!(
             cfg.env,
@@ -153,7 +166,10 @@ mod tests {
         let mut cfg = ContainerConfig::default();
         for bad in ["RUN true", "FROM x", "CMD", "NOPE x"] {
             let e = apply_changes(&mut cfg, &[bad.to_string()]).unwrap_err();
-            assert!(e.to_string().contains(bad.split(' ').next().unwrap()), "{e}");
+            assert!(
+                e.to_string().contains(bad.split(' ').next().unwrap()),
+                "{e}"
+            );
         }
     }
 }

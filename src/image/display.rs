@@ -92,7 +92,11 @@ pub fn render_template(template: &str, data: &serde_json::Value) -> Result<Strin
         let end = after
             .find("}}")
             .ok_or_else(|| format!("unclosed action in template {template:?}"))?;
-        let action = after[..end].trim().trim_start_matches('-').trim_end_matches('-').trim();
+        let action = after[..end]
+            .trim()
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim();
         out.push_str(&eval(action, data)?);
         rest = &after[end + 2..];
     }
@@ -157,20 +161,32 @@ mod tests {
         assert_eq!(human_size(12_300_000), "12.3MB");
         assert_eq!(human_size(123_456_789), "123MB");
         assert_eq!(human_size(2_000_000_000), "2GB");
-        assert_eq!(human_duration(Duration::from_millis(10)), "Less than a second");
+        assert_eq!(
+            human_duration(Duration::from_millis(10)),
+            "Less than a second"
+        );
         assert_eq!(human_duration(Duration::from_secs(70)), "About a minute");
         assert_eq!(human_duration(Duration::from_secs(7200)), "2 hours");
         assert_eq!(human_duration(Duration::from_secs(3 * 86400)), "3 days");
         assert_eq!(human_duration(Duration::from_secs(20 * 86400)), "2 weeks");
-        assert_eq!(human_duration(Duration::from_secs(3 * 365 * 86400)), "3 years");
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 365 * 86400)),
+            "3 years"
+        );
     }
 
     #[test]
     fn templates_cover_fields_and_json() {
         let v = serde_json::json!({"Id": "sha256:x", "Config": {"Cmd": ["sh", "-c"], "Env": null}});
         assert_eq!(render_template("{{.Id}}", &v).unwrap(), "sha256:x");
-        assert_eq!(render_template("id={{ .Id }}\\t{{.Config.Cmd}}", &v).unwrap(), "id=sha256:x\t[sh -c]");
-        assert_eq!(render_template("{{json .Config.Cmd}}", &v).unwrap(), r#"["sh","-c"]"#);
+        assert_eq!(
+            render_template("id={{ .Id }}\\t{{.Config.Cmd}}", &v).unwrap(),
+            "id=sha256:x\t[sh -c]"
+        );
+        assert_eq!(
+            render_template("{{json .Config.Cmd}}", &v).unwrap(),
+            r#"["sh","-c"]"#
+        );
         assert!(render_template("{{.Nope}}", &v).is_err());
         assert!(render_template("{{range .X}}", &v).is_err());
         assert!(render_template("{{.Id", &v).is_err());

@@ -106,7 +106,8 @@ impl Store {
                 .unwrap_or(Duration::ZERO)
         };
         let dir = self.blobs_dir();
-        let entries = fs::read_dir(&dir).map_err(|e| self.io(format!("list {}", dir.display()), e))?;
+        let entries =
+            fs::read_dir(&dir).map_err(|e| self.io(format!("list {}", dir.display()), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| self.io(format!("list {}", dir.display()), e))?;
             let Some(digest) = entry
@@ -119,7 +120,11 @@ impl Store {
             if referenced.contains(&digest) {
                 continue;
             }
-            if opts.only.as_ref().is_some_and(|only| !only.contains(&digest)) {
+            if opts
+                .only
+                .as_ref()
+                .is_some_and(|only| !only.contains(&digest))
+            {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
@@ -144,7 +149,10 @@ impl Store {
             if let Ok(entries) = fs::read_dir(&tmp) {
                 for entry in entries.flatten() {
                     let Ok(meta) = entry.metadata() else { continue };
-                    if meta.is_file() && age(&meta) >= STALE_TMP && fs::remove_file(entry.path()).is_ok() {
+                    if meta.is_file()
+                        && age(&meta) >= STALE_TMP
+                        && fs::remove_file(entry.path()).is_ok()
+                    {
                         report.removed_tmp += 1;
                         report.reclaimed += meta.len();
                     }
@@ -159,7 +167,11 @@ impl Store {
     /// whose layout belongs to the layer store: entries whose chain id no
     /// named image uses (or all, with `all`) should be removed here, under
     /// the lock `gc` holds. Until that store exists this reclaims nothing.
-    fn prune_unpacked(&self, _referenced: &BTreeSet<Digest>, _all: bool) -> Result<u64, StoreError> {
+    fn prune_unpacked(
+        &self,
+        _referenced: &BTreeSet<Digest>,
+        _all: bool,
+    ) -> Result<u64, StoreError> {
         let dir = self.root.join("unpacked");
         if dir.exists() {
             tracing::debug!("{}: unpacked layers are not pruned yet", dir.display());

@@ -143,4 +143,3 @@ pub(crate) fn store_json(
     let (d, n) = store.put_bytes(&bytes)?;
     Ok((d, n, bytes))
 }
-

@@ -20,7 +20,7 @@ use crate::image::{self, media_types, Compression, ImageConfig, Manifest};
 use crate::store::{Descriptor, Digest, Store};
 
 use super::archive_in::{store_json, ArchiveContents};
-use super::local::{familiar_name, normalize_name, StoredImage};
+use super::local::{normalize_name, StoredImage};
 use super::location::ArchiveSelector;
 use super::oci::{append_bytes, header, read_or_write};
 use super::stream::{decompress_as, sniff, HashReader};
@@ -76,22 +76,26 @@ pub(crate) fn write_archive(
         for (i, (layer, diff_id)) in img.manifest.layers.iter().zip(diff_ids).enumerate() {
             let path = format!("{}.tar", diff_id.hex());
             if written.insert(path.clone()) {
-                append_layer(store, &mut tar, &path, layer, diff_id, img.layer_compression(i))?;
+                append_layer(
+                    store,
+                    &mut tar,
+                    &path,
+                    layer,
+                    diff_id,
+                    img.layer_compression(i),
+                )?;
             }
             layers.push(path);
         }
-        let tags: Vec<String> = names.iter().map(|n| familiar_name(n)).collect();
+        // Full names: docker load reads them as it reads its own familiar
+        // ones, and podman would otherwise qualify `busybox` as `localhost/busybox`.
+        let tags: Vec<String> = names.clone();
         if let Some(top) = diff_ids.last() {
             for n in names {
                 if let Ok(r) = crate::registry::reference::Reference::parse(n) {
                     if let Some(tag) = r.tag() {
-                        let fam = familiar_name(n);
-                        let repo = fam
-                            .strip_suffix(&format!(":{tag}"))
-                            .unwrap_or(&fam)
-                            .to_string();
                         repositories
-                            .entry(repo)
+                            .entry(format!("{}/{}", r.registry(), r.repository()))
                             .or_default()
                             .insert(tag.to_string(), top.hex().to_string());
                     }
@@ -155,23 +159,30 @@ fn append_layer<W: Write>(
         }
         let reader = store.open_blob(&layer.digest)?;
         let mut h = header(layer.size, tar::EntryType::Regular, 0o644);
-        return tar
-            .append_data(&mut h, path, reader)
-            .map_err(|e| read_or_write(store, &layer.digest, e, "write the docker archive".into()));
+        return tar.append_data(&mut h, path, reader).map_err(|e| {
+            read_or_write(store, &layer.digest, e, "write the docker archive".into())
+        });
     }
     let mut tmp: File = tempfile::tempfile().map_err(|e| TransportError::Io {
         what: "create a temporary file".into(),
         source: e,
     })?;
     let blob = store.open_blob(&layer.digest)?;
-    let mut hashing = HashReader::new(
-        decompress_as(blob, compression).map_err(|e| TransportError::Io {
-            what: format!("decompress layer {}", layer.digest),
-            source: e,
-        })?,
-    );
-    io::copy(&mut hashing, &mut tmp)
-        .map_err(|e| read_or_write(store, &layer.digest, e, format!("decompress layer {}", layer.digest)))?;
+    let mut hashing =
+        HashReader::new(
+            decompress_as(blob, compression).map_err(|e| TransportError::Io {
+                what: format!("decompress layer {}", layer.digest),
+                source: e,
+            })?,
+        );
+    io::copy(&mut hashing, &mut tmp).map_err(|e| {
+        read_or_write(
+            store,
+            &layer.digest,
+            e,
+            format!("decompress layer {}", layer.digest),
+        )
+    })?;
     let (got, size) = hashing.finish();
     if &got != diff_id {
         return Err(mismatch(got));
@@ -201,8 +212,8 @@ pub(crate) fn import(
         .json
         .get("manifest.json")
         .ok_or_else(|| bad("no manifest.json".into()))?;
-    let entries: Vec<ArchiveManifest> = serde_json::from_slice(bytes)
-        .map_err(|e| bad(format!("parse manifest.json: {e}")))?;
+    let entries: Vec<ArchiveManifest> =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("parse manifest.json: {e}")))?;
     let normalized_tags = |e: &ArchiveManifest| -> Vec<String> {
         e.repo_tags
             .iter()
@@ -235,7 +246,8 @@ pub(crate) fn import(
     };
     let mut out = Vec::new();
     for entry in chosen {
-        let (config_digest, config_size, config_bytes) = store_json(store, contents, &entry.config)?;
+        let (config_digest, config_size, config_bytes) =
+            store_json(store, contents, &entry.config)?;
         let config: ImageConfig = image::parse(media_types::OCI_CONFIG, &config_bytes)?;
         if config.rootfs.diff_ids.len() != entry.layers.len() {
             return Err(bad(format!(

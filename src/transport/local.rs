@@ -146,10 +146,7 @@ pub enum Matched {
 
 /// Finds the image `input` names: first as a reference (normalized), then as
 /// an image ID or unique prefix of one (`sha256:` optional), like docker.
-pub fn find_image(
-    store: &Store,
-    input: &str,
-) -> Result<(Matched, ImageEntry), TransportError> {
+pub fn find_image(store: &Store, input: &str) -> Result<(Matched, ImageEntry), TransportError> {
     let not_found = || TransportError::NotFound {
         name: input.to_string(),
     };

@@ -39,7 +39,9 @@ pub use rootfs::{import_rootfs, Imported, RootfsImport};
 pub enum TransportError {
     #[error("invalid image location {input:?}: {reason}")]
     InvalidLocation { input: String, reason: String },
-    #[error("{location}: registries are reached through the registry client, not a local transport")]
+    #[error(
+        "{location}: registries are reached through the registry client, not a local transport"
+    )]
     NotLocal { location: String },
     #[error("no such image: {name}")]
     NotFound { name: String },

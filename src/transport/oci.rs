@@ -23,7 +23,12 @@ pub(crate) const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// The blobs an image consists of: config, layers, then the manifest.
 fn image_blobs(img: &StoredImage) -> Vec<(Digest, u64)> {
     let mut out = vec![(img.manifest.config.digest.clone(), img.manifest.config.size)];
-    out.extend(img.manifest.layers.iter().map(|l| (l.digest.clone(), l.size)));
+    out.extend(
+        img.manifest
+            .layers
+            .iter()
+            .map(|l| (l.digest.clone(), l.size)),
+    );
     out.push((img.descriptor.digest.clone(), img.descriptor.size));
     out
 }
@@ -177,14 +182,24 @@ pub(crate) fn write_tar(
         reason: e.to_string(),
     })?;
     append_bytes(&mut tar, "index.json", &bytes).map_err(io_err(what()))?;
-    tar.into_inner().map_err(io_err(what()))?.flush().map_err(io_err(what()))?;
+    tar.into_inner()
+        .map_err(io_err(what()))?
+        .flush()
+        .map_err(io_err(what()))?;
     Ok(())
 }
 
 /// A blob-read failure (digest mismatch) reported as a store error rather
 /// than a bare I/O error.
-pub(crate) fn read_or_write(store: &Store, d: &Digest, e: io::Error, what: String) -> TransportError {
-    if e.get_ref().is_some_and(|i| i.is::<crate::store::StoreError>()) {
+pub(crate) fn read_or_write(
+    store: &Store,
+    d: &Digest,
+    e: io::Error,
+    what: String,
+) -> TransportError {
+    if e.get_ref()
+        .is_some_and(|i| i.is::<crate::store::StoreError>())
+    {
         return TransportError::Store(store.read_error(d, e));
     }
     TransportError::Io { what, source: e }

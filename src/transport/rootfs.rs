@@ -10,9 +10,7 @@ use std::io::{self, Cursor, Read};
 use flate2::read::GzEncoder;
 
 use crate::image::changes::apply_changes;
-use crate::image::{
-    self, media_types, ContainerConfig, History, ImageConfig, Manifest, RootFs,
-};
+use crate::image::{self, media_types, ContainerConfig, History, ImageConfig, Manifest, RootFs};
 use crate::plan::platform::Platform;
 use crate::store::{Descriptor, Digest, Store};
 
@@ -117,7 +115,11 @@ pub fn import_rootfs(
     let manifest_bytes = image::to_canonical_json(&manifest)?;
     let (md, ms) = store.put_bytes(&manifest_bytes)?;
     if let Some(n) = &name {
-        super::local::set_name(store, n, &descriptor(media_types::OCI_MANIFEST, md.clone(), ms))?;
+        super::local::set_name(
+            store,
+            n,
+            &descriptor(media_types::OCI_MANIFEST, md.clone(), ms),
+        )?;
     }
     Ok(Imported {
         id: config_digest,
