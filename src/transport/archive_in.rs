@@ -111,14 +111,14 @@ pub(crate) fn read_archive(store: &Store, r: impl Read) -> Result<ArchiveContent
             // Blobs are stored now; top-level JSON (manifest.json, a config
             // named <hex>.json) is stored later if the image uses it.
             if digest.is_some() || !looks_json {
-                let (d, n) = store.put_reader(buf.as_slice(), digest.as_ref())?;
+                let (d, n) = super::local::put_reader_kept(store, buf.as_slice(), digest.as_ref())?;
                 contents.blobs.insert(path.clone(), (d, n));
             }
             if looks_json {
                 contents.json.insert(path, buf);
             }
         } else {
-            let (d, n) = store.put_reader(&mut entry, claimed.as_ref())?;
+            let (d, n) = super::local::put_reader_kept(store, &mut entry, claimed.as_ref())?;
             contents.blobs.insert(path, (d, n));
         }
     }
@@ -140,6 +140,6 @@ pub(crate) fn store_json(
             reason: format!("{path:?} is listed but not in the archive (or is not JSON)"),
         })?
         .clone();
-    let (d, n) = store.put_bytes(&bytes)?;
+    let (d, n) = super::local::put_bytes_kept(store, &bytes)?;
     Ok((d, n, bytes))
 }

@@ -277,7 +277,7 @@ pub(crate) fn import(
             extra: serde_json::Map::new(),
         };
         let manifest_bytes = image::to_canonical_json(&manifest)?;
-        let (md, ms) = store.put_bytes(&manifest_bytes)?;
+        let (md, ms) = super::local::put_bytes_kept(store, &manifest_bytes)?;
         let desc = Descriptor {
             media_type: media_types::OCI_MANIFEST.to_string(),
             digest: md,

@@ -206,3 +206,35 @@ pub fn set_name(store: &Store, name: &str, desc: &Descriptor) -> Result<(), Tran
     }
     Ok(())
 }
+
+/// `put_bytes`, then mark the blob used (see [`set_name`]); retried when a
+/// concurrent `prune` deleted an old identical blob between the two steps.
+pub(crate) fn put_bytes_kept(store: &Store, bytes: &[u8]) -> Result<(Digest, u64), TransportError> {
+    let mut last = None;
+    for _ in 0..3 {
+        let (d, n) = store.put_bytes(bytes)?;
+        match store.touch_blob(&d) {
+            Ok(()) => return Ok((d, n)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || TransportError::Format {
+            what: "store".into(),
+            reason: "blob vanished".into(),
+        },
+        TransportError::Store,
+    ))
+}
+
+/// `put_reader`, then mark the blob used. A streamed blob cannot be written
+/// again, so a concurrent prune in between is reported (try again).
+pub(crate) fn put_reader_kept(
+    store: &Store,
+    r: impl std::io::Read,
+    expected: Option<&Digest>,
+) -> Result<(Digest, u64), TransportError> {
+    let (d, n) = store.put_reader(r, expected)?;
+    store.touch_blob(&d)?;
+    Ok((d, n))
+}

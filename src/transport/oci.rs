@@ -242,7 +242,7 @@ impl BlobSource for DirBlobs<'_> {
         }
         let path = self.0.join("blobs").join(d.algorithm()).join(d.hex());
         let f = File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
-        store.put_reader(f, Some(d))?;
+        super::local::put_reader_kept(store, f, Some(d))?;
         Ok(())
     }
 }

@@ -70,7 +70,7 @@ pub fn import_rootfs(
         HashReader::new(Cursor::new(head).chain(plain)),
         flate2::Compression::default(),
     );
-    let (layer_digest, layer_size) = store.put_reader(&mut gz, None)?;
+    let (layer_digest, layer_size) = super::local::put_reader_kept(store, &mut gz, None)?;
     let (diff_id, _) = gz.into_inner().finish();
 
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
@@ -99,7 +99,7 @@ pub fn import_rootfs(
         extra: serde_json::Map::new(),
     };
     let config_bytes = image::to_canonical_json(&config)?;
-    let (config_digest, config_size) = store.put_bytes(&config_bytes)?;
+    let (config_digest, config_size) = super::local::put_bytes_kept(store, &config_bytes)?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(media_types::OCI_MANIFEST.into()),
@@ -113,7 +113,7 @@ pub fn import_rootfs(
         extra: serde_json::Map::new(),
     };
     let manifest_bytes = image::to_canonical_json(&manifest)?;
-    let (md, ms) = store.put_bytes(&manifest_bytes)?;
+    let (md, ms) = super::local::put_bytes_kept(store, &manifest_bytes)?;
     if let Some(n) = &name {
         super::local::set_name(
             store,
