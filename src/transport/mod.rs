@@ -85,7 +85,11 @@ pub fn export(store: &Store, name: &str, dest: &str) -> Result<Digest, Transport
         Matched::Name(n) => Some(n.clone()),
         Matched::Id => None,
     };
-    let img = &entry.image;
+    // OCI layouts get OCI manifests (Docker v2.2 ones are converted).
+    let img = &match &location {
+        Location::OciDir { .. } | Location::OciArchive { .. } => oci::as_oci(store, &entry.image)?,
+        _ => entry.image.clone(),
+    };
     match &location {
         Location::Docker(_) => {
             return Err(TransportError::NotLocal {
@@ -216,17 +220,15 @@ pub fn save(
             docker_archive::write_archive(store, &merged, &mut w)?;
         }
         ArchiveFormat::Oci => {
-            let entries: Vec<_> = images
-                .into_iter()
-                .map(|(img, name)| {
-                    let mut ann = BTreeMap::new();
-                    if let Some(n) = name {
-                        ann.insert(REF_NAME_ANNOTATION.to_string(), n.clone());
-                        ann.insert(oci::CONTAINERD_NAME.to_string(), n);
-                    }
-                    (img, ann)
-                })
-                .collect();
+            let mut entries = Vec::new();
+            for (img, name) in images {
+                let mut ann = BTreeMap::new();
+                if let Some(n) = name {
+                    ann.insert(REF_NAME_ANNOTATION.to_string(), n.clone());
+                    ann.insert(oci::CONTAINERD_NAME.to_string(), n);
+                }
+                entries.push((oci::as_oci(store, &img)?, ann));
+            }
             oci::write_tar(store, &entries, &mut w)?;
         }
     }

@@ -403,3 +403,44 @@ pub(crate) fn fallback_repo(path: &Path) -> String {
     let cleaned = if cleaned.is_empty() { "image" } else { cleaned };
     format!("localhost/{cleaned}")
 }
+
+/// The image with an OCI manifest: a Docker v2.2 manifest (pulled from a
+/// registry that serves those) is rewritten with the OCI media types, as
+/// skopeo does when it writes an OCI layout. The config bytes are kept, so
+/// the image ID does not change; the new manifest is stored (so its blob
+/// exists for the export) but not named.
+pub(crate) fn as_oci(store: &Store, img: &StoredImage) -> Result<StoredImage, TransportError> {
+    let is_docker = img.descriptor.media_type == media_types::DOCKER_MANIFEST
+        || img.manifest.media_type.as_deref() == Some(media_types::DOCKER_MANIFEST);
+    if !is_docker {
+        return Ok(img.clone());
+    }
+    let mut manifest = img.manifest.clone();
+    manifest.media_type = Some(media_types::OCI_MANIFEST.to_string());
+    if manifest.config.media_type == media_types::DOCKER_CONFIG {
+        manifest.config.media_type = media_types::OCI_CONFIG.to_string();
+    }
+    for l in &mut manifest.layers {
+        l.media_type = match l.media_type.as_str() {
+            media_types::DOCKER_LAYER_TAR_GZIP => media_types::OCI_LAYER_TAR_GZIP.to_string(),
+            media_types::DOCKER_FOREIGN_LAYER_TAR_GZIP => {
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".to_string()
+            }
+            other => other.to_string(),
+        };
+    }
+    let bytes = image::to_canonical_json(&manifest)?;
+    let (digest, size) = super::local::put_bytes_kept(store, &bytes)?;
+    Ok(StoredImage {
+        descriptor: Descriptor {
+            media_type: media_types::OCI_MANIFEST.to_string(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        },
+        manifest,
+        config_bytes: img.config_bytes.clone(),
+        config: img.config.clone(),
+    })
+}
