@@ -575,18 +575,19 @@ fn image_commands_print_like_docker() {
     age_blobs(&f.root);
     let out = f.ok(&["prune", "-f"]);
     assert!(out.starts_with("Deleted Images:\n"), "{out}");
-    for d in [&f.busybox.manifest, &f.busybox.config] {
-        assert!(out.contains(&format!("deleted: {d}\n")), "{d}: {out}");
-    }
+    // rmi deleted the manifest at once (no dangling leftover); the config
+    // waited for the grace period.
+    assert!(!out.contains(&f.busybox.manifest), "{out}");
+    assert!(
+        out.contains(&format!("deleted: {}\n", f.busybox.config)),
+        "{out}"
+    );
     assert!(!out.contains(&f.busybox.layer), "{out}");
     let config_size = fs::metadata(f.busybox.blob(&f.busybox.config))
         .unwrap()
         .len();
     assert!(
-        out.ends_with(&format!(
-            "Total reclaimed space: {}B\n",
-            f.busybox.manifest_size + config_size
-        )),
+        out.ends_with(&format!("Total reclaimed space: {config_size}B\n")),
         "{out}"
     );
     let store = f.store();
@@ -822,4 +823,36 @@ fn docker_manifests_are_converted_for_oci_layouts() {
         inspect["rootfs"]["diff_ids"],
         serde_json::json!([f.busybox.diff_id])
     );
+}
+
+#[test]
+fn dangling_images_show_as_none_and_prune_removes_them() {
+    let f = Fixture::new();
+    let rootfs = f.rootfs_tar();
+    let first = f.ok(&["import", rootfs.to_str().unwrap(), "app:1"]);
+    let second = f.ok(&[
+        "import",
+        "-c",
+        "CMD [\"true\"]",
+        rootfs.to_str().unwrap(),
+        "app:1",
+    ]);
+    assert_ne!(first, second);
+    let old = &first.trim()["sha256:".len().."sha256:".len() + 12];
+    let out = f.ok(&["images"]);
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("<none>       <none>    ") && last.contains(old),
+        "{out}"
+    );
+    assert!(!f.ok(&["images", "app"]).contains("<none>"));
+    assert_eq!(f.ok(&["inspect", "-f", "{{.RepoTags}}", old]), "[]\n");
+    age_blobs(&f.root);
+    let out = f.ok(&["prune", "-a", "-f"]);
+    assert!(out.contains("deleted: "), "{out}");
+    assert!(!f.ok(&["images"]).contains("<none>"));
+    assert!(f.fails(&["inspect", old]).contains("no such image"));
+    // Both named images survive with every blob.
+    assert_eq!(f.ok(&["images", "-q"]).lines().count(), 2);
+    f.check_clean();
 }

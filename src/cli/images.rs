@@ -125,18 +125,30 @@ pub fn images(root: Option<PathBuf>, args: ImagesArgs) -> Result<()> {
         }
         None => None,
     };
+    if filter.is_none() {
+        // Dangling images last, as `<none>:<none>`, like docker.
+        entries.extend(transport::dangling_images(&store)?);
+    }
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
     let mut ids = Vec::new();
     for e in &entries {
         let id = e.image.id().to_string();
-        for name in &e.names {
-            if let Some((f, with_tag)) = &filter {
+        let names: Vec<Option<&String>> = if e.names.is_empty() {
+            vec![None]
+        } else {
+            e.names.iter().map(Some).collect()
+        };
+        for name in names {
+            if let (Some((f, with_tag)), Some(name)) = (&filter, name) {
                 if !matches_filter(name, f, *with_tag) {
                     continue;
                 }
             }
-            let (repo, tag) = repo_tag(name);
+            let (repo, tag) = match name {
+                Some(n) => repo_tag(n),
+                None => ("<none>".to_string(), "<none>".to_string()),
+            };
             let created = since(e.image.config.created.as_deref());
             let size = human_size(e.image.size());
             let digest = e.image.descriptor.digest.to_string();
@@ -273,6 +285,7 @@ fn rmi_one(store: &Store, input: &str, force: bool) -> Result<()> {
         only.insert(img.descriptor.digest.clone());
         store.gc(&GcOptions {
             only: Some(only),
+            immediate: [img.descriptor.digest.clone()].into(),
             ..GcOptions::default()
         })?;
         println!("Deleted: {}", img.id());

@@ -43,6 +43,11 @@ pub struct GcOptions {
     /// Also drop unpacked layers that named images still use (they are
     /// re-created on demand), not only unused ones.
     pub all_unpacked: bool,
+    /// Delete these, when unreferenced, whatever their age: the manifest of
+    /// an image `rmi` just removed, so it does not linger as a dangling
+    /// image. A writer racing to name that same manifest gets `MissingBlob`
+    /// from `set_name` (never a dangling name).
+    pub immediate: BTreeSet<Digest>,
 }
 
 impl Default for GcOptions {
@@ -51,6 +56,7 @@ impl Default for GcOptions {
             grace: DEFAULT_GRACE,
             only: None,
             all_unpacked: false,
+            immediate: BTreeSet::new(),
         }
     }
 }
@@ -93,6 +99,34 @@ impl Store {
             .map_err(|e| self.io(format!("touch {}", path.display()), e))
     }
 
+    /// Digests of the blobs no name reaches, with their sizes (read-only;
+    /// used to list dangling images).
+    pub fn unreferenced_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
+        let referenced = {
+            let _lock = self.lock_shared()?;
+            self.referenced()?
+        };
+        let dir = self.blobs_dir();
+        let entries =
+            fs::read_dir(&dir).map_err(|e| self.io(format!("list {}", dir.display()), e))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
+            else {
+                continue;
+            };
+            if !referenced.contains(&d) {
+                if let Ok(m) = entry.metadata() {
+                    out.push((d, m.len()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes unreferenced blobs (see the module notes for the rules).
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
         let _lock = self.lock_exclusive()?;
@@ -128,7 +162,7 @@ impl Store {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
-            if age(&meta) < opts.grace {
+            if age(&meta) < opts.grace && !opts.immediate.contains(&digest) {
                 report.kept_young += 1;
                 continue;
             }

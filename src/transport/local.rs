@@ -15,6 +15,8 @@ pub struct StoredImage {
     /// The manifest's descriptor (what a name points at).
     pub descriptor: Descriptor,
     pub manifest: Manifest,
+    /// The manifest document exactly as stored (or as converted for export).
+    pub manifest_bytes: Vec<u8>,
     /// The config blob exactly as stored (its digest is the image ID).
     pub config_bytes: Vec<u8>,
     pub config: ImageConfig,
@@ -39,6 +41,7 @@ impl StoredImage {
         Ok(StoredImage {
             descriptor: desc.clone(),
             manifest,
+            manifest_bytes: bytes,
             config_bytes,
             config,
         })
@@ -135,6 +138,49 @@ pub fn list_images(store: &Store) -> Result<Vec<ImageEntry>, TransportError> {
     Ok(out)
 }
 
+/// Images whose manifest is in the store but no name points at it any more
+/// (a name moved to another image by `tag`, `load` or `import`): docker's
+/// dangling `<none>:<none>` images, which `kiln prune` removes. Found by
+/// looking at the small JSON blobs no name reaches.
+pub fn dangling_images(store: &Store) -> Result<Vec<ImageEntry>, TransportError> {
+    const MAX_MANIFEST: u64 = 256 * 1024;
+    let mut out: Vec<ImageEntry> = Vec::new();
+    for (d, size) in store.unreferenced_blobs()? {
+        if size > MAX_MANIFEST {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(store.blob_path(&d)) else {
+            continue; // pruned meanwhile
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        if v.get("config").is_none() || v.get("layers").is_none() {
+            continue;
+        }
+        let desc = Descriptor {
+            media_type: manifest_media_type("", &bytes),
+            digest: d,
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        };
+        // Half-pruned leftovers (config or a layer gone) are not images.
+        let Ok(image) = StoredImage::load(store, &desc) else {
+            continue;
+        };
+        if image.manifest.layers.iter().all(|l| store.has(&l.digest))
+            && !out.iter().any(|e| e.image.id() == image.id())
+        {
+            out.push(ImageEntry {
+                names: Vec::new(),
+                image,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// How a user's word matched an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Matched {
@@ -171,6 +217,12 @@ pub fn find_image(store: &Store, input: &str) -> Result<(Matched, ImageEntry), T
         .into_iter()
         .filter(|e| e.image.id().hex().starts_with(&hex))
         .collect();
+    if hits.is_empty() {
+        hits = dangling_images(store)?
+            .into_iter()
+            .filter(|e| e.image.id().hex().starts_with(&hex))
+            .collect();
+    }
     match hits.len() {
         0 => Err(not_found()),
         1 => Ok((Matched::Id, hits.remove(0))),

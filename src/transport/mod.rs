@@ -29,8 +29,8 @@ use crate::registry::reference::ReferenceError;
 use crate::store::{Digest, Store, StoreError, REF_NAME_ANNOTATION};
 
 pub use local::{
-    familiar_name, find_image, list_images, normalize_name, set_name, ImageEntry, Matched,
-    StoredImage,
+    dangling_images, familiar_name, find_image, list_images, normalize_name, set_name, ImageEntry,
+    Matched, StoredImage,
 };
 pub use location::{is_local, ArchiveSelector, Location};
 pub use rootfs::{import_rootfs, Imported, RootfsImport};
@@ -87,7 +87,7 @@ pub fn export(store: &Store, name: &str, dest: &str) -> Result<Digest, Transport
     };
     // OCI layouts get OCI manifests (Docker v2.2 ones are converted).
     let img = &match &location {
-        Location::OciDir { .. } | Location::OciArchive { .. } => oci::as_oci(store, &entry.image)?,
+        Location::OciDir { .. } | Location::OciArchive { .. } => oci::as_oci(&entry.image)?,
         _ => entry.image.clone(),
     };
     match &location {
@@ -227,7 +227,7 @@ pub fn save(
                     ann.insert(REF_NAME_ANNOTATION.to_string(), n.clone());
                     ann.insert(oci::CONTAINERD_NAME.to_string(), n);
                 }
-                entries.push((oci::as_oci(store, &img)?, ann));
+                entries.push((oci::as_oci(&img)?, ann));
             }
             oci::write_tar(store, &entries, &mut w)?;
         }

@@ -94,6 +94,10 @@ pub(crate) fn write_dir(
             });
         }
     }
+    let manifest_path = blobs.join(img.descriptor.digest.hex());
+    if !manifest_path.is_file() {
+        write_file_atomic(&manifest_path, &img.manifest_bytes)?;
+    }
     let layout = dir.join("oci-layout");
     if !layout.exists() {
         write_file_atomic(&layout, LAYOUT)?;
@@ -171,6 +175,10 @@ pub(crate) fn write_tar(
             let mut h = header(size, tar::EntryType::Regular, 0o644);
             tar.append_data(&mut h, format!("blobs/sha256/{}", digest.hex()), reader)
                 .map_err(|e| read_or_write(store, &digest, e, what()))?;
+        }
+        if written.insert(img.descriptor.digest.clone()) {
+            let path = format!("blobs/sha256/{}", img.descriptor.digest.hex());
+            append_bytes(&mut tar, &path, &img.manifest_bytes).map_err(io_err(what()))?;
         }
     }
     let mut index = empty_index();
@@ -407,9 +415,9 @@ pub(crate) fn fallback_repo(path: &Path) -> String {
 /// The image with an OCI manifest: a Docker v2.2 manifest (pulled from a
 /// registry that serves those) is rewritten with the OCI media types, as
 /// skopeo does when it writes an OCI layout. The config bytes are kept, so
-/// the image ID does not change; the new manifest is stored (so its blob
-/// exists for the export) but not named.
-pub(crate) fn as_oci(store: &Store, img: &StoredImage) -> Result<StoredImage, TransportError> {
+/// the image ID does not change. The new manifest only goes to the export,
+/// not into the store (where it would look like a dangling image).
+pub(crate) fn as_oci(img: &StoredImage) -> Result<StoredImage, TransportError> {
     let is_docker = img.descriptor.media_type == media_types::DOCKER_MANIFEST
         || img.manifest.media_type.as_deref() == Some(media_types::DOCKER_MANIFEST);
     if !is_docker {
@@ -430,16 +438,16 @@ pub(crate) fn as_oci(store: &Store, img: &StoredImage) -> Result<StoredImage, Tr
         };
     }
     let bytes = image::to_canonical_json(&manifest)?;
-    let (digest, size) = super::local::put_bytes_kept(store, &bytes)?;
     Ok(StoredImage {
         descriptor: Descriptor {
             media_type: media_types::OCI_MANIFEST.to_string(),
-            digest,
-            size,
+            digest: Digest::of_bytes(&bytes),
+            size: bytes.len() as u64,
             annotations: BTreeMap::new(),
             platform: None,
         },
         manifest,
+        manifest_bytes: bytes,
         config_bytes: img.config_bytes.clone(),
         config: img.config.clone(),
     })
