@@ -410,6 +410,16 @@ pub fn history(root: Option<PathBuf>, args: HistoryArgs) -> Result<()> {
             "Size": if args.human { human_size(size) } else { size.to_string() },
         }));
     }
+    if rows.is_empty() {
+        // No history recorded: one anonymous row per layer, as docker shows.
+        for l in &img.manifest.layers {
+            rows.push(json!({
+                "Comment": "", "CreatedAt": "", "CreatedBy": "", "CreatedSince": "N/A",
+                "ID": "<missing>",
+                "Size": if args.human { human_size(l.size) } else { l.size.to_string() },
+            }));
+        }
+    }
     rows.reverse();
     if let Some(top) = rows.first_mut() {
         top["ID"] = json!(short_id(img.id().as_str(), args.no_trunc));

@@ -37,13 +37,20 @@ impl ArchiveContents {
     }
 
     /// The stored blob at `path` (relative to the archive root, `./` allowed).
-    pub(crate) fn blob(&self, path: &str) -> Result<&(Digest, u64), TransportError> {
-        self.blobs
-            .get(&normalize(path))
-            .ok_or_else(|| TransportError::Format {
+    /// A small file that looked like JSON was only kept in memory; it is
+    /// stored now that the archive says it is a blob.
+    pub(crate) fn blob(&self, store: &Store, path: &str) -> Result<(Digest, u64), TransportError> {
+        let path = normalize(path);
+        if let Some(b) = self.blobs.get(&path) {
+            return Ok(b.clone());
+        }
+        match self.json.get(&path) {
+            Some(bytes) => super::local::put_bytes_kept(store, bytes),
+            None => Err(TransportError::Format {
                 what: "archive".into(),
                 reason: format!("{path:?} is listed but not in the archive"),
-            })
+            }),
+        }
     }
 }
 

@@ -259,7 +259,7 @@ pub(crate) fn import(
         }
         let mut layers = Vec::new();
         for (path, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
-            let (digest, size) = contents.blob(path)?.clone();
+            let (digest, size) = contents.blob(store, path)?;
             layers.push(stored_layer(store, digest, size, diff_id)?);
         }
         let manifest = Manifest {
