@@ -391,6 +391,14 @@ fn archives_round_trip_and_skopeo_archives_load() {
     )
     .unwrap();
     assert_eq!(names, ["localhost/layout:latest"]);
+    // An untagged export (no ref.name) imports under the directory's name.
+    let untagged = f.path("Un_Tagged");
+    transport::export(&store, "busybox", &format!("oci:{}", untagged.display())).unwrap();
+    let names = transport::import(&store, &format!("oci:{}", untagged.display()), None).unwrap();
+    assert_eq!(names, ["localhost/un-tagged:latest"]);
+    assert!(f
+        .ok(&["history", "-H=false", "busybox"])
+        .contains("1970-01-01T00:00:00Z"));
     assert!(transport::import(
         &store,
         &format!("oci:{}:nope", f.busybox.layout.display()),

@@ -381,7 +381,15 @@ pub struct HistoryArgs {
     #[arg(short, long)]
     pub quiet: bool,
     /// Print sizes and dates in human-readable form.
-    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(
+        short = 'H',
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true,
+        action = clap::ArgAction::Set
+    )]
     pub human: bool,
     /// `json` (one object per line) or a Go template.
     #[arg(long)]

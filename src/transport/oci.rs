@@ -327,6 +327,8 @@ pub(crate) fn import_index(
             Some(n) => normalize_name(n)?,
             None => match entry_name(desc, &opts.fallback_repo) {
                 Some(n) => n,
+                // One image asked for by location: name it after the layout.
+                None if !opts.all => format!("{}:latest", opts.fallback_repo),
                 None => {
                     tracing::warn!("image {} has no usable name; not named", img.id());
                     continue;
