@@ -216,6 +216,11 @@ fn save_loads_in_podman_and_skopeo_reads_both_formats() {
     ));
     assert_eq!(inspect["Digest"], f.busybox.manifest.as_str());
     assert_eq!(inspect["Layers"], serde_json::json!([f.busybox.layer]));
+    let tmp = f.path("podman-oci");
+    let out = tools::run_stdout(podman(&tmp).arg("load").arg("-i").arg(&oci));
+    assert!(out.contains("docker.io/library/busybox:latest"), "{out}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&oci).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
 }
 
 #[test]

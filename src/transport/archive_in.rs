@@ -89,6 +89,21 @@ pub(crate) fn read_archive(store: &Store, r: impl Read) -> Result<ArchiveContent
     };
     for entry in tar.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
+        if entry.header().entry_type() == tar::EntryType::Link {
+            // A hard link to an earlier file (an archiver deduplicating a
+            // layer shared by two images): the same content under a new path.
+            let path = normalize(&entry.path().map_err(io_err)?.to_string_lossy());
+            if let Some(target) = entry.link_name().map_err(io_err)? {
+                let target = normalize(&target.to_string_lossy());
+                if let Some(b) = contents.blobs.get(&target).cloned() {
+                    contents.blobs.insert(path.clone(), b);
+                }
+                if let Some(j) = contents.json.get(&target).cloned() {
+                    contents.json.insert(path, j);
+                }
+            }
+            continue;
+        }
         if entry.header().entry_type() != tar::EntryType::Regular
             && entry.header().entry_type() != tar::EntryType::Continuous
         {

@@ -316,6 +316,14 @@ pub fn write_file_via_temp(
     let tmp = w
         .into_inner()
         .map_err(|e| io_err(format!("write {}", path.display()))(e.into_error()))?;
+    // NamedTempFile creates 0600; an archive is meant to be shared like any
+    // file `docker save -o` writes.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(io_err(format!("chmod {}", path.display())))?;
+    }
     tmp.as_file()
         .sync_all()
         .map_err(io_err(format!("write {}", path.display())))?;
