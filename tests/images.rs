@@ -319,6 +319,38 @@ fn archives_round_trip_and_skopeo_archives_load() {
     kiln2(&["save", "-o", second.to_str().unwrap(), "busybox"]);
     assert_eq!(fs::read(&first).unwrap(), fs::read(&second).unwrap());
 
+    // Hard-linked entries (a tar of a directory where two names share a
+    // layer file) load like copies.
+    let x = f.path("hl");
+    fs::create_dir(&x).unwrap();
+    tools::run(Command::new("tar").arg("-C").arg(&x).arg("-xf").arg(&first));
+    let diff_hex = &f.busybox.diff_id["sha256:".len()..];
+    fs::hard_link(x.join(format!("{diff_hex}.tar")), x.join("dup.tar")).unwrap();
+    let mut manifest = json(&fs::read_to_string(x.join("manifest.json")).unwrap());
+    let mut dup = manifest[0].clone();
+    dup["RepoTags"] = serde_json::json!(["dup:1"]);
+    dup["Layers"] = serde_json::json!(["dup.tar"]);
+    manifest.as_array_mut().unwrap().push(dup);
+    fs::write(x.join("manifest.json"), manifest.to_string()).unwrap();
+    let hl = f.path("hl.tar");
+    tools::run(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&x)
+            .arg("-cf")
+            .arg(&hl)
+            .arg(format!("{diff_hex}.tar"))
+            .arg("dup.tar")
+            .arg(format!("{}.json", &f.busybox.config["sha256:".len()..]))
+            .arg("manifest.json"),
+    );
+    let listing = tools::run_stdout(Command::new("tar").arg("-tvf").arg(&hl));
+    assert!(listing.contains("link to"), "{listing}");
+    assert_eq!(
+        kiln2(&["load", "-i", hl.to_str().unwrap()]),
+        "Loaded image: busybox:latest\nLoaded image: dup:1\n"
+    );
+
     // Load from stdin, compressed.
     let gz = f.path("first.tar.gz");
     tools::run(Command::new("sh").arg("-c").arg(format!(
