@@ -5,6 +5,7 @@ mod archive;
 mod build;
 mod debug;
 mod images;
+mod inspect;
 mod output;
 mod system;
 
@@ -60,9 +61,9 @@ pub enum Command {
     /// Remove image names, and images left without one.
     Rmi(images::RmiArgs),
     /// Show images as JSON, like docker image inspect.
-    Inspect(images::InspectArgs),
+    Inspect(inspect::InspectArgs),
     /// Show an image's history.
-    History(images::HistoryArgs),
+    History(inspect::HistoryArgs),
     /// Write images to a docker or OCI archive.
     Save(archive::SaveArgs),
     /// Read images from a docker or OCI archive.
@@ -129,8 +130,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Images(args) => images::images(cli.root, args),
         Command::Tag(args) => images::tag(cli.root, args),
         Command::Rmi(args) => images::rmi(cli.root, args),
-        Command::Inspect(args) => images::inspect(cli.root, args),
-        Command::History(args) => images::history(cli.root, args),
+        Command::Inspect(args) => inspect::inspect(cli.root, args),
+        Command::History(args) => inspect::history(cli.root, args),
         Command::Prune(args) => images::prune(cli.root, args),
         Command::Save(args) => archive::save(cli.root, args),
         Command::Load(args) => archive::load(cli.root, args),
