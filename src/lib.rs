@@ -8,3 +8,4 @@ pub mod image;
 pub mod plan;
 pub mod registry;
 pub mod store;
+pub mod transport;

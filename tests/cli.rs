@@ -243,10 +243,7 @@ fn containerfile_and_stdin_are_found() {
 
 #[test]
 fn later_commands_say_not_implemented() {
-    for cmd in [
-        "images", "pull", "push", "tag", "rmi", "inspect", "history", "save", "load", "prune",
-        "login", "logout",
-    ] {
+    for cmd in ["pull", "push", "login", "logout"] {
         let err = fails(&[cmd, "x"]);
         assert!(
             err.contains(&format!("kiln {cmd}: not implemented yet")),

@@ -1,8 +1,11 @@
 //! The command line: clap structures, validation into options, dispatch.
 //! The only place that uses `anyhow`.
 
+mod archive;
 mod build;
 mod debug;
+mod images;
+mod inspect;
 mod output;
 mod system;
 
@@ -47,26 +50,28 @@ pub enum Command {
     /// Build an image from a Dockerfile (use --dry-run to print the plan).
     #[command(alias = "bud")]
     Build(build::BuildArgs),
-    /// List images in the local store (not implemented yet).
-    Images(Pending),
+    /// List images in the local store.
+    Images(images::ImagesArgs),
     /// Pull an image from a registry (not implemented yet).
     Pull(Pending),
     /// Push an image to a registry (not implemented yet).
     Push(Pending),
-    /// Add a name to an image (not implemented yet).
-    Tag(Pending),
-    /// Remove images (not implemented yet).
-    Rmi(Pending),
-    /// Show an image's manifest and config (not implemented yet).
-    Inspect(Pending),
-    /// Show an image's history (not implemented yet).
-    History(Pending),
-    /// Write images to an archive (not implemented yet).
-    Save(Pending),
-    /// Read images from an archive (not implemented yet).
-    Load(Pending),
-    /// Remove unused data from the store (not implemented yet).
-    Prune(Pending),
+    /// Add a name to an image.
+    Tag(images::TagArgs),
+    /// Remove image names, and images left without one.
+    Rmi(images::RmiArgs),
+    /// Show images as JSON, like docker image inspect.
+    Inspect(inspect::InspectArgs),
+    /// Show an image's history.
+    History(inspect::HistoryArgs),
+    /// Write images to a docker or OCI archive.
+    Save(archive::SaveArgs),
+    /// Read images from a docker or OCI archive.
+    Load(archive::LoadArgs),
+    /// Make an image from a root filesystem tarball.
+    Import(archive::ImportArgs),
+    /// Remove unreferenced data from the store.
+    Prune(images::PruneArgs),
     /// Store registry credentials (not implemented yet).
     Login(Pending),
     /// Remove registry credentials (not implemented yet).
@@ -81,19 +86,22 @@ pub enum Command {
 impl Command {
     fn pending_name(&self) -> Option<&'static str> {
         Some(match self {
-            Command::Images(_) => "images",
             Command::Pull(_) => "pull",
             Command::Push(_) => "push",
-            Command::Tag(_) => "tag",
-            Command::Rmi(_) => "rmi",
-            Command::Inspect(_) => "inspect",
-            Command::History(_) => "history",
-            Command::Save(_) => "save",
-            Command::Load(_) => "load",
-            Command::Prune(_) => "prune",
             Command::Login(_) => "login",
             Command::Logout(_) => "logout",
-            Command::Build(_) | Command::Debug(_) | Command::System(_) => return None,
+            Command::Build(_)
+            | Command::Debug(_)
+            | Command::System(_)
+            | Command::Images(_)
+            | Command::Tag(_)
+            | Command::Rmi(_)
+            | Command::Inspect(_)
+            | Command::History(_)
+            | Command::Save(_)
+            | Command::Load(_)
+            | Command::Import(_)
+            | Command::Prune(_) => return None,
         })
     }
 }
@@ -119,6 +127,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(args) => build::run(args),
         Command::Debug(args) => debug::run(args),
         Command::System(args) => system::run(cli.root, args),
+        Command::Images(args) => images::images(cli.root, args),
+        Command::Tag(args) => images::tag(cli.root, args),
+        Command::Rmi(args) => images::rmi(cli.root, args),
+        Command::Inspect(args) => inspect::inspect(cli.root, args),
+        Command::History(args) => inspect::history(cli.root, args),
+        Command::Prune(args) => images::prune(cli.root, args),
+        Command::Save(args) => archive::save(cli.root, args),
+        Command::Load(args) => archive::load(cli.root, args),
+        Command::Import(args) => archive::import(cli.root, args),
         _ => Ok(()),
     }
 }

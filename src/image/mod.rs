@@ -6,7 +6,9 @@
 //! (unknown keys kept in `extra`, `null` Cmd/Entrypoint kept as `null`), and
 //! owning the types is the simplest way to guarantee that.
 
+pub mod changes;
 mod config;
+pub mod display;
 mod manifest;
 pub mod media_types;
 mod platform;

@@ -18,6 +18,7 @@ mod check;
 mod digest;
 mod error;
 mod fsutil;
+mod gc;
 mod names;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -31,6 +32,7 @@ pub use blobs::VerifiedReader;
 pub use check::CheckReport;
 pub use digest::Digest;
 pub use error::StoreError;
+pub use gc::{GcOptions, GcReport, DEFAULT_GRACE};
 pub use names::{Descriptor, REF_NAME_ANNOTATION};
 
 const LAYOUT_FILE: &str = "oci-layout";
