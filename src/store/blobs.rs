@@ -65,6 +65,9 @@ impl Store {
         }
         let dest = self.blob_path(&digest);
         if dest.exists() {
+            // Refresh the age so a concurrent `prune` (which spares young
+            // unreferenced blobs) keeps it until our caller names it.
+            self.touch_blob(&digest)?;
             return Ok((digest, size));
         }
         let what = || format!("write blob {digest}");
