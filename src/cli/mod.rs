@@ -4,6 +4,7 @@
 mod build;
 mod debug;
 mod output;
+mod run_debug;
 mod system;
 
 use std::path::PathBuf;
