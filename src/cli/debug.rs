@@ -40,12 +40,12 @@ pub enum DebugCommand {
         paths: Vec<String>,
     },
     /// Run one command in the sandbox (rootless namespaces or chroot).
-    Run(super::run_debug::RunArgs),
+    Run(Box<super::run_debug::RunArgs>),
 }
 
 pub fn run(args: DebugArgs) -> Result<()> {
     match args.what {
-        DebugCommand::Run(run) => return super::run_debug::run(run),
+        DebugCommand::Run(run) => return super::run_debug::run(*run),
         DebugCommand::Ast { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("read Dockerfile {}", file.display()))?;

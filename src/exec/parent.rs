@@ -231,7 +231,7 @@ fn follow(
     input: &mut BufReader<io::PipeReader>,
 ) -> Result<Report, ExecError> {
     let start = ToChild::Start {
-        spec: spec.clone(),
+        spec: Box::new(spec.clone()),
         tier,
         files,
     };

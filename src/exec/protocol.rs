@@ -41,7 +41,7 @@ pub struct StepFiles {
 pub enum ToChild {
     /// First message: what to run.
     Start {
-        spec: ProcessSpec,
+        spec: Box<ProcessSpec>,
         tier: Tier,
         files: StepFiles,
     },
