@@ -465,3 +465,75 @@ fn chroot_tier_as_root() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `sh -c script` in a user namespace of root's own (root mapped to root)
+/// whose `user.max_user_namespaces` is `limit`: a container runtime that
+/// forbids (more) user namespaces.
+fn without_user_namespaces(limit: u32, script: &str) -> Output {
+    let mut cmd = Command::new(tools::require("unshare"));
+    cmd.args(["--user", "--map-root-user", "sh", "-c"])
+        .arg(format!(
+            "echo {limit} > /proc/sys/user/max_user_namespaces && {script}"
+        ))
+        .env("KILN", env!("CARGO_BIN_EXE_kiln"));
+    cmd.output().unwrap()
+}
+
+#[test]
+fn auto_falls_back_to_chroot_and_explains_refusals() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to build a runtime that forbids user namespaces");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    make_rootfs(dir.path());
+    let root = dir.path().display();
+    // Root without user namespaces: auto picks chroot, which still works.
+    let out = without_user_namespaces(
+        0,
+        &format!(
+            "\"$KILN\" debug run --rootfs {root} -- sh -c 'id -u; cat /proc/self/uid_map; echo $$'"
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[..2],
+        [vec!["0"], vec!["0", "0", "1"]],
+        "no new user namespace: {stdout}"
+    );
+    assert!(lines[2][0].parse::<u32>().unwrap() <= 2, "{stdout}");
+    // Asking for rootless there names the stage and the kernel's answer.
+    let out = without_user_namespaces(
+        0,
+        &format!("\"$KILN\" debug run --isolation rootless --rootfs {root} -- true"),
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("sandbox setup failed at unshare namespaces") && err.contains("CLONE_NEWUSER"),
+        "{err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+    // Not root there either: nothing works, and the error says what was
+    // tried and what would help. (Limit 1: the inner namespace itself counts.)
+    let out = without_user_namespaces(
+        1,
+        &format!("exec unshare --user --map-user=1001 --map-group=1001 \"$KILN\" debug run --rootfs {root} -- true"),
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    for needle in [
+        "no isolation tier works here",
+        "rootless: unshare(CLONE_NEWUSER|CLONE_NEWNS): No space left on device",
+        "chroot: needs root",
+        "hostUsers: false",
+        "seccomp",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing:\n{err}");
+    }
+}

@@ -86,6 +86,10 @@ fn first_process(input: &mut BufReader<File>, output: &mut File) -> Result<i32, 
             "the parent did not confirm the id maps",
         ));
     };
+    // Also denied when kiln itself runs in a user namespace that denies it
+    // (the chroot tier inside `unshare --map-root-user`).
+    let setgroups = setgroups
+        && fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny");
     match proc::fork().map_err(|e| SetupFailure::new(Stage::Init, "fork init", &e))? {
         proc::Fork::Child => {
             let code = match init(&spec, tier, &files, setgroups, full_map, output) {

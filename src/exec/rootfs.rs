@@ -213,20 +213,30 @@ fn mount_dev(dev: &Path, full_map: bool) -> Result<()> {
     .map_err(mount_err(format!("mount tmpfs on {}", shm.display())))?;
     let pts = dev.join("pts");
     mkdir(&pts, 0o755)?;
-    // gid 5 (tty) exists inside only with a full id map.
-    let opts = if full_map {
-        "newinstance,ptmxmode=0666,mode=0620,gid=5"
-    } else {
-        "newinstance,ptmxmode=0666,mode=0620"
-    };
-    mount::mount(
-        Some(Path::new("devpts")),
-        &pts,
-        Some("devpts"),
-        NOSUID | NOEXEC,
-        Some(opts),
-    )
-    .map_err(mount_err(format!("mount devpts on {}", pts.display())))?;
+    // gid 5 (tty) exists inside only with a full id map, and not even then
+    // in a user namespace kiln did not map (EINVAL): fall back to no gid.
+    let plain = "newinstance,ptmxmode=0666,mode=0620";
+    let with_gid = format!("{plain},gid=5");
+    let mut result = Err(io::Error::from_raw_os_error(libc::EINVAL));
+    if full_map {
+        result = mount::mount(
+            Some(Path::new("devpts")),
+            &pts,
+            Some("devpts"),
+            NOSUID | NOEXEC,
+            Some(&with_gid),
+        );
+    }
+    if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EINVAL)) {
+        result = mount::mount(
+            Some(Path::new("devpts")),
+            &pts,
+            Some("devpts"),
+            NOSUID | NOEXEC,
+            Some(plain),
+        );
+    }
+    result.map_err(mount_err(format!("mount devpts on {}", pts.display())))?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),

@@ -110,6 +110,7 @@ pub fn spawn_with_fds(
     death_signal: Option<i32>,
 ) -> io::Result<Child> {
     let fds = fds.to_vec();
+    let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec and makes
     // only async-signal-safe system calls (fcntl, dup2, prctl, getppid) on
     // values copied into it; it allocates nothing.
