@@ -124,6 +124,10 @@ pub fn spawn_with_fds(
                     0,
                     0,
                 ))?;
+                // The parent may have died before the signal was armed.
+                if u32::try_from(libc::getppid()) != Ok(parent) {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
             }
             // First move every source above the targets, so that a source
             // that happens to sit on another pair's target is not clobbered.
