@@ -253,7 +253,7 @@ fn start_command(
     let to_c = |items: &[String]| {
         items
             .iter()
-            .map(|s| sys::cstr(s))
+            .map(|s| sys::ffi::cstr(s))
             .collect::<io::Result<Vec<CString>>>()
     };
     let (argv, envp, path) = match (

@@ -113,6 +113,12 @@ pub enum ExecError {
         #[source]
         source: io::Error,
     },
+    #[error("resolve {path}")]
+    Path {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("wait for the sandbox process")]
     Wait(#[source] io::Error),
     #[error("{}", no_isolation_message(.0))]

@@ -15,7 +15,7 @@ use super::isolation::Isolation;
 use super::protocol::{
     self, StepFiles, Tier, ToChild, ToParent, FROM_PARENT_FD, SANDBOX_ARG, TO_PARENT_FD,
 };
-use super::spec::{Network, ProcessSpec};
+use super::spec::{MountKind, Network, ProcessSpec, RootFs};
 
 /// How the command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +133,8 @@ impl Executor for Sandbox {
                 source,
             })?;
         let files = write_step_files(state.path(), spec)?;
-        self.start_and_follow(spec, tier, files, map, uid, gid)
+        let spec = absolute_paths(spec)?;
+        self.start_and_follow(&spec, tier, files, map, uid, gid)
     }
 }
 
@@ -269,6 +270,38 @@ fn follow(
         ));
     };
     Ok(Report { created, exited })
+}
+
+/// `spec` with its host paths made absolute: the sandbox changes directory
+/// while it mounts.
+fn absolute_paths(spec: &ProcessSpec) -> Result<ProcessSpec, ExecError> {
+    let abs = |p: &mut PathBuf| -> Result<(), ExecError> {
+        *p = std::path::absolute(&*p).map_err(|source| ExecError::Path {
+            path: p.display().to_string(),
+            source,
+        })?;
+        Ok(())
+    };
+    let mut spec = spec.clone();
+    match &mut spec.rootfs {
+        RootFs::Dir(dir) => abs(dir)?,
+        RootFs::Overlay {
+            lower,
+            upper,
+            work,
+            target,
+        } => {
+            for p in lower.iter_mut().chain([upper, work, target]) {
+                abs(p)?;
+            }
+        }
+    }
+    for m in &mut spec.mounts {
+        if let MountKind::Bind { source, .. } = &mut m.kind {
+            abs(source)?;
+        }
+    }
+    Ok(spec)
 }
 
 /// Writes the step's /etc/resolv.conf, /etc/hosts and /etc/hostname into

@@ -4,7 +4,7 @@ use std::io;
 use std::path::Path;
 use std::ptr;
 
-use super::{check, cpath, cstr};
+use super::ffi::{check, cpath, cstr};
 
 /// Mount flags (`MS_*`), as the kernel takes them.
 pub type MountFlags = libc::c_ulong;

@@ -4,7 +4,8 @@
 use std::ffi::CString;
 use std::io;
 
-use super::{check, cstr, proc};
+use super::ffi::{check, cstr};
+use super::proc;
 
 /// `CLONE_NEW*` flags, as unshare(2) takes them.
 pub type NsFlags = libc::c_int;

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
-use super::check;
+use super::ffi::check;
 
 /// The result of [`fork`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
