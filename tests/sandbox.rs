@@ -260,6 +260,37 @@ fn devices_and_proc_are_there() {
 }
 
 #[test]
+fn extra_bind_and_tmpfs_mounts() {
+    let f = Fixture::new();
+    let shared = f.dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::write(shared.join("in.txt"), "from host\n").unwrap();
+    f.user.own(&shared);
+    let ro = format!("{}:/mnt/ro:ro", shared.display());
+    let rw = format!("{}:/mnt/rw", shared.display());
+    let out = f.run(
+        &["--bind", &ro, "--bind", &rw, "--tmpfs", "/scratch", "--print-created"],
+        &[
+            "sh",
+            "-c",
+            "cat /mnt/ro/in.txt; touch /mnt/ro/x 2>/dev/null && echo ro-writable; \
+             echo out > /mnt/rw/out.txt; echo s > /scratch/s; grep -c ' /scratch tmpfs' /proc/mounts",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from host\n1\n");
+    assert_eq!(fs::read_to_string(shared.join("out.txt")).unwrap(), "out\n");
+    assert!(
+        !f.root().join("scratch/s").exists(),
+        "tmpfs content stays in the tmpfs"
+    );
+    let err = text(&out.stderr);
+    for p in ["/mnt", "/mnt/ro", "/mnt/rw", "/scratch"] {
+        assert!(err.contains(&format!("created {p}\n")), "{p}:\n{err}");
+    }
+}
+
+#[test]
 fn network_none_has_only_loopback_up() {
     let f = Fixture::new();
     let out = f.sh(
@@ -305,21 +336,33 @@ fn pid_namespace_dies_with_the_step() {
 
 #[test]
 fn sigint_to_kiln_kills_the_step_within_a_second() {
+    interrupt_kills_the_step("-INT", ["1718", "1719"]);
+}
+
+#[test]
+fn sigterm_to_kiln_kills_the_step_within_a_second() {
+    interrupt_kills_the_step("-TERM", ["1721", "1722"]);
+}
+
+/// Sends `signal` to kiln while the step runs `sleep A & sleep B`; both
+/// sleeps and kiln must be gone within a second.
+fn interrupt_kills_the_step(signal: &str, [a, b]: [&str; 2]) {
     let f = Fixture::new();
+    let script = format!("sleep {a} & sleep {b}");
     let mut child = f
-        .command(&[], &["sh", "-c", "sleep 1718 & sleep 1719"])
+        .command(&[], &["sh", "-c", &script])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while processes(&["sleep", "1719"]).is_empty() || processes(&["sleep", "1718"]).is_empty() {
+    while processes(&["sleep", a]).is_empty() || processes(&["sleep", b]).is_empty() {
         assert!(Instant::now() < deadline, "the step did not start");
         assert!(child.try_wait().unwrap().is_none(), "kiln ended early");
         std::thread::sleep(Duration::from_millis(20));
     }
     // setpriv execs kiln, so the child's pid is kiln's.
-    tools::run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    tools::run(Command::new("kill").args([signal, &child.id().to_string()]));
     let sent = Instant::now();
     loop {
         let gone =

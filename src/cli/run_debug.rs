@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use kiln::exec::{Executor, IdMapChoice, Isolation, Network, ProcessSpec, RootFs, Sandbox, Stdin};
+use kiln::exec::{
+    Executor, IdMapChoice, Isolation, Mount, MountKind, Network, ProcessSpec, RootFs, Sandbox,
+    Stdin,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -44,6 +47,12 @@ pub struct RunArgs {
     /// auto, rootless or chroot.
     #[arg(long, default_value = "auto")]
     isolation: String,
+    /// Bind a host path into the sandbox (repeatable): SRC:DST or SRC:DST:ro.
+    #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
+    binds: Vec<String>,
+    /// Mount a fresh tmpfs at DST (repeatable).
+    #[arg(long = "tmpfs", value_name = "DST")]
+    tmpfs: Vec<String>,
     /// Print the mount points the sandbox created (`created PATH`) on stderr.
     #[arg(long)]
     print_created: bool,
@@ -83,6 +92,26 @@ pub fn run(args: RunArgs) -> Result<()> {
         "single" => IdMapChoice::Single,
         other => bail!("unknown id map {other:?} (auto, single)"),
     };
+    for bind in &args.binds {
+        let (source, destination, readonly) = match bind.split(':').collect::<Vec<_>>()[..] {
+            [src, dst] => (src, dst, false),
+            [src, dst, "ro"] => (src, dst, true),
+            _ => bail!("invalid --bind {bind:?}: want SRC:DST or SRC:DST:ro"),
+        };
+        spec.mounts.push(Mount {
+            destination: destination.to_owned(),
+            kind: MountKind::Bind {
+                source: PathBuf::from(source),
+                readonly,
+            },
+        });
+    }
+    for destination in args.tmpfs {
+        spec.mounts.push(Mount {
+            destination,
+            kind: MountKind::Tmpfs,
+        });
+    }
     let isolation: Isolation = args.isolation.parse().map_err(anyhow::Error::msg)?;
     let outcome = Sandbox::new(isolation)
         .stdin(Stdin::Inherit)

@@ -87,7 +87,9 @@ pub fn setup(
                     format!("bind {} on {}", source.display(), target.display()),
                 ))?;
                 if *readonly {
-                    mount::mount(None, &target, None, BIND | REMOUNT | RDONLY, None)
+                    let locked = mount::locked_flags(&target)
+                        .map_err(mount_err(format!("statvfs {}", target.display())))?;
+                    mount::mount(None, &target, None, BIND | REMOUNT | RDONLY | locked, None)
                         .map_err(mount_err(format!("remount {} read-only", target.display())))?;
                 }
             }

@@ -73,3 +73,25 @@ pub fn chroot(path: &Path) -> io::Result<()> {
     // SAFETY: a valid NUL-terminated path.
     check(unsafe { libc::chroot(path.as_ptr()) })
 }
+
+/// The flags of the mount holding `path` that a bind remount must repeat
+/// (in a user namespace the kernel refuses to drop locked ones).
+pub fn locked_flags(path: &Path) -> io::Result<MountFlags> {
+    let path = cpath(path)?;
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and an exclusively borrowed buffer.
+    check(unsafe { libc::statvfs(path.as_ptr(), &mut st) })?;
+    let pairs = [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    Ok(pairs
+        .iter()
+        .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
+        .fold(0, |acc, (_, ms)| acc | ms))
+}
