@@ -580,3 +580,71 @@ fn auto_falls_back_to_chroot_and_explains_refusals() {
         assert!(err.contains(needle), "{needle:?} missing:\n{err}");
     }
 }
+
+#[test]
+fn bare_chroot_when_mount_namespaces_are_refused() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    make_rootfs(dir.path());
+    // Root without CAP_SYS_ADMIN, as in a default Docker container.
+    let out = Command::new(tools::require("setpriv"))
+        .args(["--bounding-set", "-sys_admin", "--"])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["debug", "run", "--isolation", "chroot", "--rootfs"])
+        .arg(dir.path())
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "id -u; echo $$; test -e /proc/self || echo no-proc; sleep 1724 & echo bg",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "0");
+    assert!(
+        lines[1].parse::<u32>().unwrap() > 2,
+        "no pid namespace: {stdout}"
+    );
+    assert_eq!(lines[2..], ["no-proc", "bg"]);
+    assert!(
+        text(&out.stderr).contains("refused a mount namespace"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The command's process group is killed when it ends.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !processes(&["sleep", "1724"]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the background sleep survived the step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `auto` picks it when user namespaces are refused too, and an overlay
+    // root is refused with the reason.
+    let script = format!(
+        "exec setpriv --bounding-set -sys_admin -- \"$KILN\" debug run --rootfs {} -- sh -c 'echo $$'",
+        dir.path().display()
+    );
+    let out = without_user_namespaces(0, &script);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).trim().parse::<u32>().unwrap() > 2);
+    let script = format!(
+        "exec setpriv --bounding-set -sys_admin -- \"$KILN\" debug run --overlay-lower {0} --overlay-upper {0}/tmp \
+         --overlay-work {0}/root --overlay-target {0}/home -- true",
+        dir.path().display()
+    );
+    let out = without_user_namespaces(0, &script);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("an overlay root needs a mount namespace"),
+        "{err}"
+    );
+}

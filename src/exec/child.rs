@@ -67,14 +67,26 @@ fn first_process(input: &mut BufReader<File>, output: &mut File) -> Result<i32, 
     if spec.network == Network::None {
         flags |= ns::NET;
     }
-    ns::unshare(flags).map_err(|e| {
-        SetupFailure::new(
-            Stage::Unshare,
-            format!("unshare({})", flag_names(flags)),
-            &e,
-        )
-    })?;
-    protocol::send(output, &ToParent::Unshared).map_err(io_fail("report unshared"))?;
+    let bare = match ns::unshare(flags) {
+        Ok(()) => false,
+        // Root whose runtime forbids namespaces (no CAP_SYS_ADMIN): a plain
+        // chroot still isolates the filesystem view.
+        Err(e)
+            if tier == Tier::Chroot
+                && e.raw_os_error() == Some(libc::EPERM)
+                && spec.network == Network::Host =>
+        {
+            true
+        }
+        Err(e) => {
+            return Err(SetupFailure::new(
+                Stage::Unshare,
+                format!("unshare({})", flag_names(flags)),
+                &e,
+            ))
+        }
+    };
+    protocol::send(output, &ToParent::Unshared { bare }).map_err(io_fail("report unshared"))?;
     let Some(ToChild::Mapped {
         setgroups,
         full_map,
@@ -92,7 +104,13 @@ fn first_process(input: &mut BufReader<File>, output: &mut File) -> Result<i32, 
         && fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny");
     match proc::fork().map_err(|e| SetupFailure::new(Stage::Init, "fork init", &e))? {
         proc::Fork::Child => {
-            let code = match init(&spec, tier, &files, setgroups, full_map, output) {
+            let how = How {
+                tier,
+                setgroups,
+                full_map,
+                bare,
+            };
+            let code = match init(&spec, &files, how, output) {
                 Ok(code) => code,
                 Err(failure) => {
                     let _ = protocol::send(output, &ToParent::Failed(failure));
@@ -129,23 +147,39 @@ fn flag_names(flags: ns::NsFlags) -> String {
     .join("|")
 }
 
+/// How the init sets the sandbox up.
+#[derive(Clone, Copy)]
+struct How {
+    tier: Tier,
+    /// setgroups(2) is allowed.
+    setgroups: bool,
+    /// Ids other than 0 are mapped.
+    full_map: bool,
+    /// No namespaces at all: chroot only.
+    bare: bool,
+}
+
 /// Pid 1 of the sandbox: set up, start the command, reap until it ends.
 fn init(
     spec: &ProcessSpec,
-    tier: Tier,
     files: &StepFiles,
-    setgroups: bool,
-    full_map: bool,
+    how: How,
     output: &mut File,
 ) -> Result<i32, SetupFailure> {
     // The first process only waits for us; if it dies (kiln killed it, or
     // kiln died), so do we, and with pid 1 the whole namespace.
     proc::set_parent_death_signal(libc::SIGKILL)
         .map_err(|e| SetupFailure::new(Stage::Init, "set parent-death signal", &e))?;
-    let created = super::rootfs::setup(spec, tier, files, full_map)?;
+    let created = if how.bare {
+        super::rootfs::chroot_only(&spec.rootfs)?
+    } else {
+        super::rootfs::setup(spec, how.tier, files, how.full_map)?
+    };
     let net =
         |action: &'static str| move |e: io::Error| SetupFailure::new(Stage::Network, action, &e);
-    ns::set_hostname(&spec.hostname).map_err(net("sethostname"))?;
+    if !how.bare {
+        ns::set_hostname(&spec.hostname).map_err(net("sethostname"))?;
+    }
     if spec.network == Network::None {
         ns::loopback_up().map_err(net("bring up lo"))?;
     }
@@ -165,7 +199,16 @@ fn init(
     let command =
         match proc::fork().map_err(|e| SetupFailure::new(Stage::Init, "fork command", &e))? {
             proc::Fork::Child => {
-                let failure = start_command(spec, &creds, cwd, setgroups, output);
+                // Without a pid namespace, the command's process group is
+                // what the init kills when the command ends.
+                if how.bare {
+                    if let Err(e) = proc::new_process_group() {
+                        let f = SetupFailure::new(Stage::Init, "setpgid", &e);
+                        let _ = protocol::send(output, &ToParent::Failed(f));
+                        proc::exit_now(SETUP_FAILED)
+                    }
+                }
+                let failure = start_command(spec, &creds, cwd, how.setgroups, output);
                 let _ = protocol::send(output, &ToParent::Failed(failure));
                 proc::exit_now(SETUP_FAILED)
             }
@@ -175,6 +218,9 @@ fn init(
     loop {
         match proc::wait_any() {
             Ok(Some((pid, status))) if pid == command => {
+                if how.bare {
+                    let _ = proc::kill(-command, libc::SIGKILL);
+                }
                 let (code, signal) = match status {
                     proc::WaitStatus::Exited(code) => (code, None),
                     proc::WaitStatus::Signaled(sig) => (128 + sig, Some(sig)),

@@ -109,15 +109,26 @@ fn probe() -> Result<Tier, Vec<Attempt>> {
         });
         return Err(attempts);
     }
-    match ns::probe(ns::MOUNT, None) {
+    let mount_ns = match ns::probe(ns::MOUNT, None) {
         Ok(()) => {
             tracing::debug!(refused = %attempts[0].refused, "isolation: chroot (user namespaces refused)");
+            return Ok(Tier::Chroot);
+        }
+        Err(f) => describe("CLONE_NEWNS", f),
+    };
+    match ns::probe_chroot() {
+        Ok(()) => {
+            tracing::debug!(
+                refused = %attempts[0].refused, mount = %mount_ns,
+                "isolation: chroot without namespaces (user and mount namespaces refused)"
+            );
             Ok(Tier::Chroot)
         }
         Err(f) => {
+            let err = std::io::Error::from_raw_os_error(f.errno);
             attempts.push(Attempt {
                 tier: "chroot",
-                refused: describe("CLONE_NEWNS", f),
+                refused: format!("{mount_ns}; chroot: {err}"),
             });
             Err(attempts)
         }

@@ -6,6 +6,7 @@ use std::io::{self, BufReader};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Once;
 
 use crate::sys::proc;
 
@@ -51,6 +52,11 @@ pub struct RunOutcome {
     pub created: Vec<String>,
     /// The id map the sandbox ran with.
     pub idmap: IdMap,
+    /// The tier it ran in (`Rootless` or `Chroot`, never `Auto`).
+    pub isolation: Isolation,
+    /// Chroot tier without any namespace (the kernel refused them): no
+    /// fresh /proc or /dev, the root's own /etc files, no pid namespace.
+    pub bare_chroot: bool,
 }
 
 /// Runs one process spec to completion.
@@ -209,6 +215,11 @@ impl Sandbox {
             status,
             created: report.created,
             idmap: map,
+            isolation: match tier {
+                Tier::Rootless => Isolation::Rootless,
+                Tier::Chroot => Isolation::Chroot,
+            },
+            bare_chroot: report.bare,
         })
     }
 }
@@ -216,6 +227,7 @@ impl Sandbox {
 /// What the sandbox reported.
 struct Report {
     created: Vec<String>,
+    bare: bool,
     exited: Option<(i32, Option<i32>)>,
 }
 
@@ -239,10 +251,22 @@ fn follow(
     protocol::send(out, &start).map_err(ExecError::Pipe)?;
     let mut ready = None;
     let mut exited = None;
+    let mut report_bare = false;
     let mut failure: Option<SetupFailure> = None;
     while let Some(msg) = protocol::receive::<ToParent>(input).map_err(ExecError::Pipe)? {
         match msg {
-            ToParent::Unshared => {
+            ToParent::Unshared { bare } => {
+                if bare {
+                    static WARN: Once = Once::new();
+                    WARN.call_once(|| {
+                        tracing::warn!(
+                            "the kernel refused a mount namespace (no CAP_SYS_ADMIN?): running \
+                             steps with a plain chroot, without a fresh /proc and /dev, with the \
+                             root's own /etc/resolv.conf and hosts, and without a pid namespace"
+                        )
+                    });
+                }
+                report_bare = bare;
                 idmap::apply(pid, map, uid, gid)?;
                 // Only a single-id map denies setgroups and lacks ids but 0.
                 let full = *map != IdMap::Single;
@@ -269,7 +293,11 @@ fn follow(
             "the sandbox process ended before it was ready".into(),
         ));
     };
-    Ok(Report { created, exited })
+    Ok(Report {
+        created,
+        exited,
+        bare: report_bare,
+    })
 }
 
 /// `spec` with its host paths made absolute: the sandbox changes directory

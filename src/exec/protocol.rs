@@ -54,8 +54,10 @@ pub enum ToChild {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToParent {
-    /// The namespaces exist; the parent may write the id maps.
-    Unshared,
+    /// The namespaces exist; the parent may write the id maps. `bare`: the
+    /// chroot tier got no namespaces at all (the kernel refused a mount
+    /// namespace), so the step runs with a plain chroot.
+    Unshared { bare: bool },
     /// Everything is mounted and the root switched; the command is about to
     /// start. `created`: container paths of mount points that were missing
     /// and were created in the root filesystem.

@@ -110,6 +110,24 @@ pub fn setup(
     Ok(created)
 }
 
+/// The chroot tier without a mount namespace: chroot into a directory root,
+/// no mounts (so no fresh /proc or /dev, and the root's own /etc files).
+pub fn chroot_only(rootfs: &RootFs) -> Result<Vec<String>> {
+    let RootFs::Dir(dir) = rootfs else {
+        return Err(SetupFailure::msg(
+            Stage::Mount,
+            "an overlay root needs a mount namespace, which the kernel refused",
+        ));
+    };
+    let fail = |action: &str| {
+        let action = format!("{action} {}", dir.display());
+        move |e: io::Error| SetupFailure::new(Stage::Pivot, action, &e)
+    };
+    mount::chroot(dir).map_err(fail("chroot"))?;
+    std::env::set_current_dir("/").map_err(fail("chdir / in"))?;
+    Ok(Vec::new())
+}
+
 /// Mounts the root filesystem and returns where it is.
 fn mount_root(rootfs: &RootFs, tier: Tier) -> Result<PathBuf> {
     match rootfs {

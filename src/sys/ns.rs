@@ -74,10 +74,11 @@ pub enum ProbeStep {
     GidMap,
     MakePrivate,
     MountTmpfs,
+    Chroot,
 }
 
 impl ProbeStep {
-    const ALL: [ProbeStep; 7] = [
+    const ALL: [ProbeStep; 8] = [
         ProbeStep::Fork,
         ProbeStep::Unshare,
         ProbeStep::Setgroups,
@@ -85,6 +86,7 @@ impl ProbeStep {
         ProbeStep::GidMap,
         ProbeStep::MakePrivate,
         ProbeStep::MountTmpfs,
+        ProbeStep::Chroot,
     ];
 
     /// What the step does, as a message names it.
@@ -97,6 +99,7 @@ impl ProbeStep {
             ProbeStep::GidMap => "write /proc/self/gid_map",
             ProbeStep::MakePrivate => "mount --make-rprivate /",
             ProbeStep::MountTmpfs => "mount tmpfs",
+            ProbeStep::Chroot => "chroot",
         }
     }
 }
@@ -117,28 +120,51 @@ pub fn probe(flags: NsFlags, single_map: Option<(u32, u32)>) -> Result<(), Probe
         };
         Ok(maps)
     })();
-    let fail = |step, err: io::Error| ProbeFailure {
-        step,
-        errno: err.raw_os_error().unwrap_or(libc::EINVAL),
-    };
-    let maps = prepared.map_err(|e| fail(ProbeStep::Fork, e))?;
-    let (read_end, write_end) = proc::pipe().map_err(|e| fail(ProbeStep::Fork, e))?;
+    let maps = prepared.map_err(|e| ProbeFailure {
+        step: ProbeStep::Fork,
+        errno: e.raw_os_error().unwrap_or(libc::EINVAL),
+    })?;
     let paths: [CString; 4] = [
         c"/proc/self/setgroups".to_owned(),
         c"/proc/self/uid_map".to_owned(),
         c"/proc/self/gid_map".to_owned(),
         c"/".to_owned(),
     ];
+    in_child(|| probe_child(flags, maps.as_ref(), &paths))
+}
+
+/// Tries chroot("/") in a throwaway child (needs CAP_SYS_CHROOT).
+pub fn probe_chroot() -> Result<(), ProbeFailure> {
+    in_child(|| {
+        // SAFETY: a NUL-terminated literal path.
+        if unsafe { libc::chroot(c"/".as_ptr()) } < 0 {
+            let errno = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL);
+            return Err((ProbeStep::Chroot, errno));
+        }
+        Ok(())
+    })
+}
+
+/// Runs `attempt` in a forked child and returns what it reported. The
+/// child may have been forked from a multi-threaded process: `attempt` must
+/// make only raw system calls and must not allocate.
+fn in_child(attempt: impl FnOnce() -> Result<(), (ProbeStep, i32)>) -> Result<(), ProbeFailure> {
+    let fail = |step, err: io::Error| ProbeFailure {
+        step,
+        errno: err.raw_os_error().unwrap_or(libc::EINVAL),
+    };
+    let (read_end, write_end) = proc::pipe().map_err(|e| fail(ProbeStep::Fork, e))?;
     match proc::fork().map_err(|e| fail(ProbeStep::Fork, e))? {
         proc::Fork::Child => {
-            // Only raw system calls from here: the parent may have had threads.
-            let code = probe_child(flags, maps.as_ref(), &paths);
-            if let Err((step, errno)) = code {
+            let result = attempt();
+            if let Err((step, errno)) = result {
                 let msg = [step as i32, errno];
                 // SAFETY: writes 8 bytes from a live array to our pipe end.
                 unsafe { libc::write(write_end, msg.as_ptr().cast(), 8) };
             }
-            proc::exit_now(i32::from(code.is_err()))
+            proc::exit_now(i32::from(result.is_err()))
         }
         proc::Fork::Parent(pid) => {
             proc::close(write_end);

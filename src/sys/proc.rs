@@ -183,6 +183,12 @@ pub fn kill(pid: libc::pid_t, sig: i32) -> io::Result<()> {
     check(unsafe { libc::kill(pid, sig) })
 }
 
+/// `setpgid(0, 0)`: a new process group led by this process.
+pub fn new_process_group() -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::setpgid(0, 0) })
+}
+
 /// `setgroups(groups)`.
 pub fn set_groups(groups: &[u32]) -> io::Result<()> {
     // SAFETY: the pointer and length describe `groups`, alive for the call;
