@@ -18,7 +18,7 @@ const GROUP: &str = "root:x:0:\nuser:x:1000:\nwheel:x:10:user\nstaff:x:50:other,
 const IMAGE_RESOLV: &str = "# the image's resolv.conf\n";
 
 /// A busybox root filesystem in `dir`: /bin/busybox, every applet as a
-/// symlink to it, /etc/passwd, /etc/group, /etc/resolv.conf, /tmp, /home/user.
+/// symlink to it, /etc/passwd, /etc/group, /etc/resolv.conf, /tmp, /home/user, /sys.
 fn make_rootfs(dir: &Path) {
     let bin = dir.join("bin");
     fs::create_dir_all(&bin).unwrap();
@@ -39,6 +39,7 @@ fn make_rootfs(dir: &Path) {
     fs::create_dir_all(dir.join("tmp")).unwrap();
     fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
     fs::create_dir_all(dir.join("home/user")).unwrap();
+    fs::create_dir_all(dir.join("sys")).unwrap();
 }
 
 /// A test user's temporary directory with a busybox root filesystem in `root/`.
@@ -254,9 +255,10 @@ fn devices_and_proc_are_there() {
     let f = Fixture::new();
     let out = f.sh(
         &[],
-        "head -c 4 /dev/zero | od -An -tx1; echo x > /dev/null; ls /dev/shm /dev/pts >/dev/null; readlink /dev/ptmx; test -r /proc/self/status && echo proc",
+        "head -c 4 /dev/zero | od -An -tx1; echo x > /dev/null; ls /dev/shm /dev/pts >/dev/null; readlink /dev/ptmx; test -r /proc/self/status && echo proc; \
+         test -d /sys/fs && echo sys; touch /sys/x 2>/dev/null || echo sys-ro",
     );
-    assert_eq!(out, " 00 00 00 00\npts/ptmx\nproc\n");
+    assert_eq!(out, " 00 00 00 00\npts/ptmx\nproc\nsys\nsys-ro\n");
 }
 
 #[test]

@@ -120,8 +120,8 @@ fn first_process(input: &mut BufReader<File>, output: &mut File) -> Result<i32, 
             proc::exit_now(code)
         }
         proc::Fork::Parent(pid) => {
-            // Only the init and the command report from here on.
-            let _ = proc::set_cloexec(output);
+            // Only the init and the command report from here on; this
+            // process keeps its end open until it exits, after the init.
             match proc::wait_pid(pid) {
                 Ok(proc::WaitStatus::Exited(code)) => Ok(code),
                 Ok(proc::WaitStatus::Signaled(sig)) => Ok(128 + sig),
@@ -170,7 +170,7 @@ fn init(
     // kiln died), so do we, and with pid 1 the whole namespace.
     proc::set_parent_death_signal(libc::SIGKILL)
         .map_err(|e| SetupFailure::new(Stage::Init, "set parent-death signal", &e))?;
-    let created = if how.bare {
+    let mounted = if how.bare {
         super::rootfs::chroot_only(&spec.rootfs)?
     } else {
         super::rootfs::setup(spec, how.tier, files, how.full_map)?
@@ -193,7 +193,11 @@ fn init(
     };
     fs::create_dir_all(cwd)
         .map_err(|e| SetupFailure::new(Stage::Workdir, format!("create {cwd}"), &e))?;
-    protocol::send(output, &ToParent::Ready { created })
+    let ready = ToParent::Ready {
+        created: mounted.created,
+        notes: mounted.notes,
+    };
+    protocol::send(output, &ready)
         .map_err(|e| SetupFailure::new(Stage::Init, "report ready", &e))?;
 
     let command =
@@ -214,7 +218,6 @@ fn init(
             }
             proc::Fork::Parent(pid) => pid,
         };
-    let _ = proc::set_cloexec(output);
     loop {
         match proc::wait_any() {
             Ok(Some((pid, status))) if pid == command => {

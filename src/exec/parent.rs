@@ -277,7 +277,10 @@ fn follow(
                 protocol::send(out, &mapped).map_err(ExecError::Pipe)?;
                 tracing::debug!("namespaces created, id maps written");
             }
-            ToParent::Ready { created } => {
+            ToParent::Ready { created, notes } => {
+                for note in notes {
+                    tracing::warn!("sandbox: {note}");
+                }
                 tracing::debug!(?created, "sandbox ready");
                 ready = Some(created);
             }

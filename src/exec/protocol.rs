@@ -1,7 +1,8 @@
 //! The messages between kiln and its sandbox process: one JSON document per
-//! line, each line written with a single write(2) (shorter than PIPE_BUF
-//! for every child message, so lines from the sandbox's processes never
-//! interleave).
+//! line, each line written with a single write_all. The sandbox's processes
+//! take turns (the first process until it forks the init, the init until it
+//! forks the command, the command until it execs, the init after the
+//! command ended), so their lines never interleave.
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
@@ -60,8 +61,12 @@ pub enum ToParent {
     Unshared { bare: bool },
     /// Everything is mounted and the root switched; the command is about to
     /// start. `created`: container paths of mount points that were missing
-    /// and were created in the root filesystem.
-    Ready { created: Vec<String> },
+    /// and were created in the root filesystem; `notes`: fallbacks taken
+    /// (the parent logs them as warnings).
+    Ready {
+        created: Vec<String>,
+        notes: Vec<String>,
+    },
     /// A setup stage failed.
     Failed(SetupFailure),
     /// The command ended: exit code, or the signal that killed it.

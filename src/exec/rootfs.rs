@@ -21,28 +21,49 @@ fn mount_err(action: String) -> impl FnOnce(io::Error) -> SetupFailure {
     move |e| SetupFailure::new(Stage::Mount, action, &e)
 }
 
-/// Mounts everything and switches the root; returns the container paths
-/// of mount points it had to create in the root filesystem.
-pub fn setup(
-    spec: &ProcessSpec,
-    tier: Tier,
-    files: &StepFiles,
-    full_map: bool,
-) -> Result<Vec<String>> {
+/// What [`setup`] did besides the plan.
+#[derive(Debug, Default)]
+pub struct Mounted {
+    /// Container paths of mount points created in the root filesystem.
+    pub created: Vec<String>,
+    /// Fallbacks taken, for the parent to log.
+    pub notes: Vec<String>,
+}
+
+/// Mounts everything and switches the root.
+pub fn setup(spec: &ProcessSpec, tier: Tier, files: &StepFiles, full_map: bool) -> Result<Mounted> {
     mount::mount(None, Path::new("/"), None, REC | PRIVATE, None)
         .map_err(mount_err("make / private".into()))?;
     let root = mount_root(&spec.rootfs, tier)?;
     let mut created = Vec::new();
+    let mut notes = Vec::new();
 
     let proc_dir = ensure(&root, "/proc", Kind::Dir, &mut created)?;
-    mount::mount(
+    let fresh = mount::mount(
         Some(Path::new("proc")),
         &proc_dir,
         Some("proc"),
         NOSUID | NODEV | NOEXEC,
         None,
-    )
-    .map_err(mount_err(format!("mount proc on {}", proc_dir.display())))?;
+    );
+    match fresh {
+        Ok(()) => {}
+        // The kernel refuses a fresh proc in a user namespace when the
+        // host's /proc has paths masked by over-mounts (a container
+        // runtime's masked paths); a recursive bind keeps them masked.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            mount::mount(Some(Path::new("/proc")), &proc_dir, None, BIND | REC, None)
+                .map_err(mount_err(format!("bind /proc on {}", proc_dir.display())))?;
+            notes.push(format!(
+                "mount proc: {e}; the step sees the host's /proc (its pids are not the step's)"
+            ));
+        }
+        Err(e) => {
+            return Err(mount_err(format!("mount proc on {}", proc_dir.display()))(
+                e,
+            ))
+        }
+    }
 
     let dev = ensure(&root, "/dev", Kind::Dir, &mut created)?;
     mount_dev(&dev, full_map)?;
@@ -54,6 +75,13 @@ pub fn setup(
         // sharing the host network namespace.
         mount::mount(Some(Path::new("/sys")), &sys, None, BIND | REC, None)
             .map_err(mount_err(format!("bind /sys on {}", sys.display())))?;
+        // Read-only like Docker's (the top mount; submounts keep theirs).
+        let ro = mount::locked_flags(&sys).and_then(|locked| {
+            mount::mount(None, &sys, None, BIND | REMOUNT | RDONLY | locked, None)
+        });
+        if let Err(e) = ro {
+            notes.push(format!("remount /sys read-only: {e}; it stays writable"));
+        }
     }
 
     for (name, source) in [
@@ -107,12 +135,12 @@ pub fn setup(
     }
 
     switch_root(&root)?;
-    Ok(created)
+    Ok(Mounted { created, notes })
 }
 
 /// The chroot tier without a mount namespace: chroot into a directory root,
 /// no mounts (so no fresh /proc or /dev, and the root's own /etc files).
-pub fn chroot_only(rootfs: &RootFs) -> Result<Vec<String>> {
+pub fn chroot_only(rootfs: &RootFs) -> Result<Mounted> {
     let RootFs::Dir(dir) = rootfs else {
         return Err(SetupFailure::msg(
             Stage::Mount,
@@ -125,7 +153,7 @@ pub fn chroot_only(rootfs: &RootFs) -> Result<Vec<String>> {
     };
     mount::chroot(dir).map_err(fail("chroot"))?;
     std::env::set_current_dir("/").map_err(fail("chdir / in"))?;
-    Ok(Vec::new())
+    Ok(Mounted::default())
 }
 
 /// Mounts the root filesystem and returns where it is.
