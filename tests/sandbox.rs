@@ -650,3 +650,45 @@ fn bare_chroot_when_mount_namespaces_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn no_subordinate_ids_fall_back_to_a_single_map_with_a_warning() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to run as a user without subordinate ids");
+        return;
+    }
+    // `nobody` has no /etc/subuid or /etc/subgid entries.
+    assert!(!fs::read_to_string("/etc/subuid")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("nobody:") || l.starts_with("65534:")));
+    let dir = tempfile::tempdir().unwrap();
+    make_rootfs(dir.path());
+    tools::run(
+        Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(dir.path()),
+    );
+    let out = Command::new(tools::require("setpriv"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["debug", "run", "--rootfs"])
+        .arg(dir.path())
+        .args(["--", "sh", "-c", "id -u; cat /proc/self/uid_map"])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines, [vec!["0"], vec!["0", "65534", "1"]], "{stdout}");
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("using a single-id map").count(), 1, "{err}");
+    assert!(
+        err.contains("no /etc/subuid and /etc/subgid ranges"),
+        "{err}"
+    );
+}
