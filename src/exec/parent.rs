@@ -4,6 +4,7 @@
 use std::fs;
 use std::io::{self, BufReader};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Once;
@@ -177,14 +178,17 @@ impl Sandbox {
         drop(to_child_r);
         drop(from_child_w);
         let pid = child.id();
+        let mapping = Mapping {
+            map: &map,
+            pid,
+            uid,
+            gid,
+        };
         let result = follow(
             spec,
             tier,
             files,
-            &map,
-            uid,
-            gid,
-            pid,
+            &mapping,
             &mut to_child_w,
             &mut BufReader::new(from_child_r),
         );
@@ -195,7 +199,6 @@ impl Sandbox {
         drop(to_child_w);
         let waited = child.wait().map_err(ExecError::Wait)?;
         let report = result?;
-        use std::os::unix::process::ExitStatusExt;
         let status = match (report.exited, waited.code(), waited.signal()) {
             (Some((_, Some(sig))), _, _) => ExitStatus::Signal(sig),
             (_, Some(code), _) => ExitStatus::Code(code),
@@ -231,15 +234,21 @@ struct Report {
     exited: Option<(i32, Option<i32>)>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The id map to write for the sandbox process `pid` of caller `uid`/`gid`.
+struct Mapping<'a> {
+    map: &'a IdMap,
+    pid: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// Sends the spec, answers `Unshared` with the id maps, and collects the
+/// sandbox's reports until it closes its end.
 fn follow(
     spec: &ProcessSpec,
     tier: Tier,
     files: StepFiles,
-    map: &IdMap,
-    uid: u32,
-    gid: u32,
-    pid: u32,
+    mapping: &Mapping<'_>,
     out: &mut io::PipeWriter,
     input: &mut BufReader<io::PipeReader>,
 ) -> Result<Report, ExecError> {
@@ -267,9 +276,9 @@ fn follow(
                     });
                 }
                 report_bare = bare;
-                idmap::apply(pid, map, uid, gid)?;
+                idmap::apply(mapping.pid, mapping.map, mapping.uid, mapping.gid)?;
                 // Only a single-id map denies setgroups and lacks ids but 0.
-                let full = *map != IdMap::Single;
+                let full = *mapping.map != IdMap::Single;
                 let mapped = ToChild::Mapped {
                     setgroups: full,
                     full_map: full,
