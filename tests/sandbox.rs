@@ -692,3 +692,20 @@ fn no_subordinate_ids_fall_back_to_a_single_map_with_a_warning() {
         "{err}"
     );
 }
+
+#[test]
+fn the_command_inherits_only_stdin_stdout_stderr() {
+    let f = Fixture::new();
+    // kiln's caller leaks descriptor 7; the sandbox's pipes sit on 3 and 4.
+    let mut cmd = f.user.command("sh");
+    cmd.arg("-c")
+        .arg("exec 7</dev/null; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["debug", "run", "--rootfs"])
+        .arg(f.root())
+        .args(["--", "sh", "-c", "ls /proc/$$/fd; true"]);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "0\n1\n2\n");
+}

@@ -212,7 +212,7 @@ fn init(
                         proc::exit_now(SETUP_FAILED)
                     }
                 }
-                let failure = start_command(spec, &creds, cwd, how.setgroups, output);
+                let failure = start_command(spec, &creds, cwd, how.setgroups);
                 let _ = protocol::send(output, &ToParent::Failed(failure));
                 proc::exit_now(SETUP_FAILED)
             }
@@ -247,7 +247,6 @@ fn start_command(
     creds: &Credentials,
     cwd: &str,
     setgroups: bool,
-    output: &File,
 ) -> SetupFailure {
     if let Err(e) = proc::set_parent_death_signal(libc::SIGKILL) {
         return SetupFailure::new(Stage::Init, "set parent-death signal", &e);
@@ -313,8 +312,9 @@ fn start_command(
         (Ok(a), Ok(e), Ok(p)) => (a, e, p),
         _ => return SetupFailure::msg(Stage::Exec, "argv or env contains a NUL byte"),
     };
-    if let Err(e) = proc::set_cloexec(output) {
-        return SetupFailure::new(Stage::Exec, "close the report pipe on exec", &e);
+    // The report pipe, the pipe from kiln and anything kiln inherited.
+    if let Err(e) = proc::cloexec_from(3) {
+        return SetupFailure::new(Stage::Exec, "close descriptors above 2 on exec", &e);
     }
     let err = proc::execve(&path, &argv, &envp);
     SetupFailure::new(Stage::Exec, format!("exec {}", program.display()), &err)

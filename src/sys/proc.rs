@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
@@ -159,10 +159,36 @@ pub fn inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Sets close-on-exec on `fd`.
-pub fn set_cloexec(fd: &impl AsRawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor kept alive by the borrow.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })
+/// Marks every descriptor from `first` up close-on-exec, so that a
+/// command inherits only stdin, stdout and stderr (whatever its caller
+/// leaked to kiln included).
+pub fn cloexec_from(first: RawFd) -> io::Result<()> {
+    let first =
+        libc::c_uint::try_from(first).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // descriptors; it touches no memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: walk the descriptor table.
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first as RawFd)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor number; one that was closed since
+        // the listing (the directory's own) just fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }
 
 /// `prctl(PR_SET_PDEATHSIG, sig)`: get `sig` when the parent dies.
