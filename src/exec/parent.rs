@@ -139,8 +139,8 @@ impl Executor for Sandbox {
                 path: std::env::temp_dir().display().to_string(),
                 source,
             })?;
-        let files = write_step_files(state.path(), spec)?;
-        let spec = absolute_paths(spec)?;
+        let spec = normalize(spec)?;
+        let files = write_step_files(state.path(), &spec)?;
         self.start_and_follow(&spec, tier, files, map, uid, gid)
     }
 }
@@ -312,9 +312,9 @@ fn follow(
     })
 }
 
-/// `spec` with its host paths made absolute: the sandbox changes directory
-/// while it mounts.
-fn absolute_paths(spec: &ProcessSpec) -> Result<ProcessSpec, ExecError> {
+/// `spec` with its host paths made absolute (the sandbox changes directory
+/// while it mounts), and hostname `kiln` and workdir `/` when empty.
+fn normalize(spec: &ProcessSpec) -> Result<ProcessSpec, ExecError> {
     let abs = |p: &mut PathBuf| -> Result<(), ExecError> {
         *p = std::path::absolute(&*p).map_err(|source| ExecError::Path {
             path: p.display().to_string(),
@@ -323,6 +323,12 @@ fn absolute_paths(spec: &ProcessSpec) -> Result<ProcessSpec, ExecError> {
         Ok(())
     };
     let mut spec = spec.clone();
+    if spec.hostname.is_empty() {
+        spec.hostname = "kiln".to_owned();
+    }
+    if spec.cwd.is_empty() {
+        spec.cwd = "/".to_owned();
+    }
     match &mut spec.rootfs {
         RootFs::Dir(dir) => abs(dir)?,
         RootFs::Overlay {

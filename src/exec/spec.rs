@@ -19,7 +19,8 @@ pub struct ProcessSpec {
     /// Docker's USER: `name`, `uid`, `name:group` or `uid:gid`; empty is root.
     /// Names resolve through the root filesystem's /etc/passwd and /etc/group.
     pub user: String,
-    /// Working directory inside the root filesystem; created (as root) if missing.
+    /// Working directory inside the root filesystem; created (as root) if
+    /// missing; empty means `/`.
     pub cwd: String,
     /// The root filesystem.
     pub rootfs: RootFs,
@@ -27,7 +28,8 @@ pub struct ProcessSpec {
     /// standard ones (`/proc`, `/dev`, `/etc/{resolv.conf,hosts,hostname}`).
     pub mounts: Vec<Mount>,
     pub network: Network,
-    /// The UTS hostname, also written to /etc/hostname and /etc/hosts.
+    /// The UTS hostname, also written to /etc/hostname and /etc/hosts;
+    /// empty means `kiln`.
     pub hostname: String,
     /// Which id map a rootless sandbox gets.
     pub idmap: IdMapChoice,
