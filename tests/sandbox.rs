@@ -709,3 +709,45 @@ fn the_command_inherits_only_stdin_stdout_stderr() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "0\n1\n2\n");
 }
+
+#[test]
+fn library_api_runs_a_spec_and_reports_the_outcome() {
+    use kiln::exec::{Executor, ExitStatus, IdMap, Isolation, ProcessSpec, Sandbox};
+    let dir = tempfile::tempdir().unwrap();
+    make_rootfs(dir.path());
+    // This test binary is not kiln: re-execute the real one.
+    let sandbox = Sandbox::new(Isolation::Auto).program(env!("CARGO_BIN_EXE_kiln"));
+    let mut spec = ProcessSpec::new(
+        vec!["sh".into(), "-c".into(), "test \"$A\" = b && exit 7".into()],
+        dir.path(),
+    );
+    spec.env.push("A=b".into());
+    let outcome = sandbox.run(&spec).unwrap();
+    assert_eq!(outcome.status, ExitStatus::Code(7));
+    assert_eq!(outcome.status.code(), 7);
+    assert!(!outcome.status.success());
+    assert_eq!(
+        outcome.created,
+        ["/proc", "/dev", "/etc/hosts", "/etc/hostname"]
+    );
+    assert_eq!(outcome.isolation, Isolation::Rootless);
+    assert!(!outcome.bare_chroot);
+    if running_as_root() {
+        assert_eq!(outcome.idmap, IdMap::Identity);
+    }
+    // Killed by a signal.
+    spec.argv = vec!["sh".into(), "-c".into(), "kill -KILL $$".into()];
+    let outcome = sandbox.run(&spec).unwrap();
+    assert_eq!(outcome.status, ExitStatus::Signal(9));
+    assert_eq!(outcome.status.code(), 137);
+    // A setup failure is an error naming the stage, with the errno.
+    spec.argv = vec!["/nonexistent".into()];
+    let err = sandbox.run(&spec).unwrap_err();
+    match err {
+        kiln::exec::ExecError::Setup(f) => {
+            assert_eq!(f.stage, kiln::exec::Stage::Exec);
+            assert_eq!(f.errno, Some(2), "{f}");
+        }
+        other => panic!("expected a setup failure, got {other}"),
+    }
+}
