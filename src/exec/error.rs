@@ -107,12 +107,6 @@ pub enum ExecError {
     Pipe(#[source] io::Error),
     #[error("write id maps of sandbox process {pid}: {what}")]
     IdMap { pid: u32, what: String },
-    #[error("prepare sandbox files in {path}")]
-    StateDir {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
     #[error("resolve {path}")]
     Path {
         path: String,

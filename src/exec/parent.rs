@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{self, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Once;
 
@@ -132,15 +132,8 @@ impl Executor for Sandbox {
             Tier::Chroot => IdMap::None,
         };
         tracing::debug!(?map, "id map");
-        let state = tempfile::Builder::new()
-            .prefix("kiln-sandbox-")
-            .tempdir()
-            .map_err(|source| ExecError::StateDir {
-                path: std::env::temp_dir().display().to_string(),
-                source,
-            })?;
         let spec = normalize(spec)?;
-        let files = write_step_files(state.path(), &spec)?;
+        let files = step_files(&spec);
         self.start_and_follow(&spec, tier, files, map, uid, gid)
     }
 }
@@ -350,31 +343,20 @@ fn normalize(spec: &ProcessSpec) -> Result<ProcessSpec, ExecError> {
     Ok(spec)
 }
 
-/// Writes the step's /etc/resolv.conf, /etc/hosts and /etc/hostname into
-/// the state directory (the sandbox bind-mounts them; the root filesystem
-/// is never written).
-fn write_step_files(dir: &Path, spec: &ProcessSpec) -> Result<StepFiles, ExecError> {
-    let write = |name: &str, text: &str| -> Result<PathBuf, ExecError> {
-        let path = dir.join(name);
-        fs::write(&path, text).map_err(|source| ExecError::StateDir {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(path)
-    };
-    let resolv = match spec.network {
+/// The step's /etc/resolv.conf, /etc/hosts and /etc/hostname.
+fn step_files(spec: &ProcessSpec) -> StepFiles {
+    let resolv_conf = match spec.network {
         Network::None => String::new(),
         Network::Host => host_resolv_conf(),
     };
     let hostname = &spec.hostname;
-    let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    );
-    Ok(StepFiles {
-        resolv_conf: write("resolv.conf", &resolv)?,
-        hosts: write("hosts", &hosts)?,
-        hostname: write("hostname", &format!("{hostname}\n"))?,
-    })
+    StepFiles {
+        resolv_conf,
+        hosts: format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        ),
+        hostname: format!("{hostname}\n"),
+    }
 }
 
 /// The host's resolv.conf; with systemd-resolved's stub (127.0.0.53, fine

@@ -5,7 +5,6 @@
 //! command ended), so their lines never interleave.
 
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -28,12 +27,13 @@ pub enum Tier {
     Chroot,
 }
 
-/// Files kiln wrote for the step, bind-mounted over /etc inside.
+/// The contents of the step's /etc/resolv.conf, /etc/hosts and
+/// /etc/hostname, bind-mounted over the root filesystem's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepFiles {
-    pub resolv_conf: PathBuf,
-    pub hosts: PathBuf,
-    pub hostname: PathBuf,
+    pub resolv_conf: String,
+    pub hosts: String,
+    pub hostname: String,
 }
 
 /// Parent → sandbox.

@@ -84,7 +84,10 @@ pub fn setup(spec: &ProcessSpec, tier: Tier, files: &StepFiles, full_map: bool) 
         }
     }
 
-    for (name, source) in [
+    // The step's /etc files are written into the sandbox's own /dev tmpfs,
+    // bind-mounted over /etc, and unlinked from /dev again: nothing lands
+    // in the root filesystem or on the host, and nothing is left to clean up.
+    for (name, content) in [
         ("resolv.conf", &files.resolv_conf),
         ("hosts", &files.hosts),
         ("hostname", &files.hostname),
@@ -96,11 +99,14 @@ pub fn setup(spec: &ProcessSpec, tier: Tier, files: &StepFiles, full_map: bool) 
             continue;
         }
         let target = ensure(&root, &inside, Kind::File, &mut created)?;
-        mount::mount(Some(source), &target, None, BIND, None).map_err(mount_err(format!(
+        let staged = dev.join(format!(".kiln-{name}"));
+        fs::write(&staged, content).map_err(mount_err(format!("write {}", staged.display())))?;
+        mount::mount(Some(&staged), &target, None, BIND, None).map_err(mount_err(format!(
             "bind {} on {}",
-            source.display(),
+            staged.display(),
             target.display()
         )))?;
+        fs::remove_file(&staged).map_err(mount_err(format!("unlink {}", staged.display())))?;
     }
 
     for m in &spec.mounts {
