@@ -3,9 +3,11 @@
 //! The pipeline and the module map are described in `../shared/DESIGN.md`.
 
 pub mod context;
+pub mod exec;
 pub mod frontend;
 pub mod image;
 pub mod plan;
 pub mod registry;
 pub mod store;
 pub mod transport;
+pub mod sys;

@@ -7,6 +7,15 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
+    // The sandbox process must stay single-threaded (unshare of a user
+    // namespace needs it), so it is dispatched before anything else runs.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == kiln::exec::SANDBOX_ARG)
+    {
+        let code = kiln::exec::sandbox_main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(255));
+    }
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,4 +5,5 @@ mod cli;
 mod conformance;
 mod harness;
 mod images;
+mod sandbox;
 mod support;

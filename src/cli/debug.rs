@@ -39,10 +39,13 @@ pub enum DebugCommand {
         #[arg(allow_hyphen_values = true)]
         paths: Vec<String>,
     },
+    /// Run one command in the sandbox (rootless namespaces or chroot).
+    Run(Box<super::run_debug::RunArgs>),
 }
 
 pub fn run(args: DebugArgs) -> Result<()> {
     match args.what {
+        DebugCommand::Run(run) => return super::run_debug::run(*run),
         DebugCommand::Ast { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("read Dockerfile {}", file.display()))?;

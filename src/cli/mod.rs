@@ -7,6 +7,7 @@ mod debug;
 mod images;
 mod inspect;
 mod output;
+mod run_debug;
 mod system;
 
 use std::path::PathBuf;

@@ -1,0 +1,139 @@
+//! Errors of the sandbox, on both sides of the pipe.
+
+use std::fmt;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+/// The setup stage of the sandbox child that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Reading the spec from the parent.
+    Spec,
+    /// Creating the namespaces.
+    Unshare,
+    /// Waiting for the parent to write the id maps.
+    IdMap,
+    /// Mounting the root filesystem, /proc, /dev, /etc files, extra mounts.
+    Mount,
+    /// pivot_root (or chroot) into the root filesystem.
+    Pivot,
+    /// Hostname, loopback device.
+    Network,
+    /// Resolving and switching to USER.
+    User,
+    /// Creating or entering the working directory.
+    Workdir,
+    /// Starting the command (PATH lookup, execve).
+    Exec,
+    /// The sandbox's init (fork, wait).
+    Init,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Spec => "read spec",
+            Stage::Unshare => "unshare namespaces",
+            Stage::IdMap => "id maps",
+            Stage::Mount => "mount",
+            Stage::Pivot => "pivot_root",
+            Stage::Network => "network/hostname",
+            Stage::User => "switch user",
+            Stage::Workdir => "workdir",
+            Stage::Exec => "exec",
+            Stage::Init => "init",
+        })
+    }
+}
+
+/// A setup failure inside the sandbox child, sent to the parent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupFailure {
+    pub stage: Stage,
+    /// What was being done, with its path (`mount proc on /x/proc`).
+    pub action: String,
+    /// The kernel's errno, when a system call failed.
+    pub errno: Option<i32>,
+}
+
+impl SetupFailure {
+    pub(crate) fn new(stage: Stage, action: impl Into<String>, err: &io::Error) -> SetupFailure {
+        SetupFailure {
+            stage,
+            action: format!("{}: {err}", action.into()),
+            errno: err.raw_os_error(),
+        }
+    }
+
+    pub(crate) fn msg(stage: Stage, action: impl Into<String>) -> SetupFailure {
+        SetupFailure {
+            stage,
+            action: action.into(),
+            errno: None,
+        }
+    }
+}
+
+impl fmt::Display for SetupFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.stage, self.action)
+    }
+}
+
+/// One isolation tier the probe tried, and the kernel's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub tier: &'static str,
+    /// What was refused (`unshare(CLONE_NEWUSER|CLONE_NEWNS)`), with the errno text.
+    pub refused: String,
+}
+
+/// Errors of `exec`.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("start sandbox process {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sandbox setup failed at {0}")]
+    Setup(SetupFailure),
+    #[error("sandbox protocol: {0}")]
+    Protocol(String),
+    #[error("talk to the sandbox process")]
+    Pipe(#[source] io::Error),
+    #[error("write id maps of sandbox process {pid}: {what}")]
+    IdMap { pid: u32, what: String },
+    #[error("resolve {path}")]
+    Path {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("wait for the sandbox process")]
+    Wait(#[source] io::Error),
+    #[error("{}", no_isolation_message(.0))]
+    NoIsolation(Vec<Attempt>),
+    #[error("isolation {0} needs root (run kiln as root, or use --isolation rootless)")]
+    NeedsRoot(&'static str),
+    #[error("the command is empty")]
+    EmptyCommand,
+}
+
+fn no_isolation_message(attempts: &[Attempt]) -> String {
+    let mut out = String::from("no isolation tier works here; tried:");
+    for a in attempts {
+        out.push_str(&format!("\n  - {}: {}", a.tier, a.refused));
+    }
+    out.push_str(
+        "\nto allow the rootless tier: on Kubernetes set `hostUsers: false` in the pod spec \
+         (or run kiln as root in the container); make the seccomp and AppArmor profiles allow \
+         `unshare` and `mount` (e.g. seccompProfile Unconfined, or \
+         kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu); check that \
+         user.max_user_namespaces is not 0; or run kiln as root for the chroot tier",
+    );
+    out
+}

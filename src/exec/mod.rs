@@ -1,0 +1,49 @@
+//! Running a step's process in a sandbox.
+//!
+//! kiln re-executes itself (`/proc/self/exe __sandbox`, dispatched by
+//! `main` before any thread starts, because unshare(CLONE_NEWUSER) refuses
+//! multi-threaded callers) and talks to that process over two pipes:
+//!
+//! ```text
+//! parent                              sandbox process (fd 3 in, fd 4 out)
+//!   Start{spec, tier, files}   ──▶    unshare(user, mount, pid, ipc, uts[, net])
+//!                              ◀──    Unshared
+//!   write id maps (newuidmap…)
+//!   Mapped                     ──▶    fork init (pid 1): mounts, pivot_root,
+//!                                     hostname, lo, USER lookup, workdir
+//!                              ◀──    Ready{created}
+//!                                     fork command: setgroups/setuid, chdir, execve
+//!                              ◀──    Exited{code, signal}   (or Failed{stage, errno} at any point)
+//! ```
+//!
+//! When the command ends, the init exits and the kernel kills every other
+//! process of the pid namespace. Each process of the sandbox gets SIGKILL
+//! when its parent dies, so killing (or losing) kiln ends the whole step.
+//!
+//! ```no_run
+//! use kiln::exec::{Executor, Isolation, ProcessSpec, Sandbox};
+//! let mut spec = ProcessSpec::new(vec!["/bin/sh".into(), "-c".into(), "id".into()], "/tmp/rootfs");
+//! spec.env.push("FOO=bar".into());
+//! let outcome = Sandbox::new(Isolation::Auto).run(&spec)?;
+//! assert!(outcome.status.success());
+//! # Ok::<(), kiln::exec::ExecError>(())
+//! ```
+
+mod child;
+mod error;
+mod idmap;
+mod isolation;
+mod parent;
+mod protocol;
+mod rootfs;
+mod spec;
+mod user;
+
+pub use child::sandbox_main;
+pub use error::{Attempt, ExecError, SetupFailure, Stage};
+pub use idmap::{IdMap, IdRange};
+pub use isolation::Isolation;
+pub use parent::{Executor, ExitStatus, RunOutcome, Sandbox, Stdin};
+pub use protocol::SANDBOX_ARG;
+pub use spec::{IdMapChoice, Mount, MountKind, Network, ProcessSpec, RootFs, DEFAULT_PATH};
+pub use user::{resolve as resolve_user, Credentials};

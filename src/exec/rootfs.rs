@@ -1,0 +1,428 @@
+//! Inside the sandbox's mount namespace: the root filesystem, /proc, a
+//! minimal /dev, the step's /etc files, extra mounts, then pivot_root.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::sys::mount::{self, BIND, NODEV, NOEXEC, NOSUID, PRIVATE, RDONLY, REC, REMOUNT};
+
+use super::error::{SetupFailure, Stage};
+use super::protocol::{StepFiles, Tier};
+use super::spec::{MountKind, ProcessSpec, RootFs};
+
+/// Host device nodes bind-mounted into the sandbox's /dev.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+type Result<T> = std::result::Result<T, SetupFailure>;
+
+fn mount_err(action: String) -> impl FnOnce(io::Error) -> SetupFailure {
+    move |e| SetupFailure::new(Stage::Mount, action, &e)
+}
+
+/// What [`setup`] did besides the plan.
+#[derive(Debug, Default)]
+pub struct Mounted {
+    /// Container paths of mount points created in the root filesystem.
+    pub created: Vec<String>,
+    /// Fallbacks taken, for the parent to log.
+    pub notes: Vec<String>,
+}
+
+/// Mounts everything and switches the root.
+pub fn setup(spec: &ProcessSpec, tier: Tier, files: &StepFiles, full_map: bool) -> Result<Mounted> {
+    mount::mount(None, Path::new("/"), None, REC | PRIVATE, None)
+        .map_err(mount_err("make / private".into()))?;
+    let root = mount_root(&spec.rootfs, tier)?;
+    let mut created = Vec::new();
+    let mut notes = Vec::new();
+
+    let proc_dir = ensure(&root, "/proc", Kind::Dir, &mut created)?;
+    let fresh = mount::mount(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        NOSUID | NODEV | NOEXEC,
+        None,
+    );
+    match fresh {
+        Ok(()) => {}
+        // The kernel refuses a fresh proc in a user namespace when the
+        // host's /proc has paths masked by over-mounts (a container
+        // runtime's masked paths); a recursive bind keeps them masked.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            mount::mount(Some(Path::new("/proc")), &proc_dir, None, BIND | REC, None)
+                .map_err(mount_err(format!("bind /proc on {}", proc_dir.display())))?;
+            notes.push(format!(
+                "mount proc: {e}; the step sees the host's /proc (its pids are not the step's)"
+            ));
+        }
+        Err(e) => {
+            return Err(mount_err(format!("mount proc on {}", proc_dir.display()))(
+                e,
+            ))
+        }
+    }
+
+    let dev = ensure(&root, "/dev", Kind::Dir, &mut created)?;
+    mount_dev(&dev, full_map)?;
+
+    let sys = root.join("sys");
+    if sys.is_dir() {
+        // Host /sys, read-write binds would be refused for files the caller
+        // does not own anyway; rootless cannot mount a fresh sysfs while
+        // sharing the host network namespace.
+        mount::mount(Some(Path::new("/sys")), &sys, None, BIND | REC, None)
+            .map_err(mount_err(format!("bind /sys on {}", sys.display())))?;
+        // Read-only like Docker's (the top mount; submounts keep theirs).
+        let ro = mount::locked_flags(&sys).and_then(|locked| {
+            mount::mount(None, &sys, None, BIND | REMOUNT | RDONLY | locked, None)
+        });
+        if let Err(e) = ro {
+            notes.push(format!("remount /sys read-only: {e}; it stays writable"));
+        }
+    }
+
+    // The step's /etc files are written into the sandbox's own /dev tmpfs,
+    // bind-mounted over /etc, and unlinked from /dev again: nothing lands
+    // in the root filesystem or on the host, and nothing is left to clean up.
+    for (name, content) in [
+        ("resolv.conf", &files.resolv_conf),
+        ("hosts", &files.hosts),
+        ("hostname", &files.hostname),
+    ] {
+        let inside = format!("/etc/{name}");
+        // A symlink here (e.g. to a systemd-resolved path) would be followed
+        // by mount(2) to wherever it points; leave such files alone.
+        if fs::symlink_metadata(root.join(&inside[1..])).is_ok_and(|m| m.file_type().is_symlink()) {
+            continue;
+        }
+        let target = ensure(&root, &inside, Kind::File, &mut created)?;
+        let staged = dev.join(format!(".kiln-{name}"));
+        fs::write(&staged, content).map_err(mount_err(format!("write {}", staged.display())))?;
+        mount::mount(Some(&staged), &target, None, BIND, None).map_err(mount_err(format!(
+            "bind {} on {}",
+            staged.display(),
+            target.display()
+        )))?;
+        fs::remove_file(&staged).map_err(mount_err(format!("unlink {}", staged.display())))?;
+    }
+
+    for m in &spec.mounts {
+        let kind = match m.kind {
+            MountKind::Bind { ref source, .. } if !source.is_dir() => Kind::File,
+            _ => Kind::Dir,
+        };
+        let target = ensure(&root, &m.destination, kind, &mut created)?;
+        match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                mount::mount(Some(source), &target, None, BIND | REC, None).map_err(mount_err(
+                    format!("bind {} on {}", source.display(), target.display()),
+                ))?;
+                if *readonly {
+                    let locked = mount::locked_flags(&target)
+                        .map_err(mount_err(format!("statvfs {}", target.display())))?;
+                    mount::mount(None, &target, None, BIND | REMOUNT | RDONLY | locked, None)
+                        .map_err(mount_err(format!("remount {} read-only", target.display())))?;
+                }
+            }
+            MountKind::Tmpfs => {
+                mount::mount(
+                    Some(Path::new("tmpfs")),
+                    &target,
+                    Some("tmpfs"),
+                    NOSUID | NODEV,
+                    None,
+                )
+                .map_err(mount_err(format!("mount tmpfs on {}", target.display())))?;
+            }
+        }
+    }
+
+    switch_root(&root)?;
+    Ok(Mounted { created, notes })
+}
+
+/// The chroot tier without a mount namespace: chroot into a directory root,
+/// no mounts (so no fresh /proc or /dev, and the root's own /etc files).
+pub fn chroot_only(rootfs: &RootFs) -> Result<Mounted> {
+    let RootFs::Dir(dir) = rootfs else {
+        return Err(SetupFailure::msg(
+            Stage::Mount,
+            "an overlay root needs a mount namespace, which the kernel refused",
+        ));
+    };
+    let fail = |action: &str| {
+        let action = format!("{action} {}", dir.display());
+        move |e: io::Error| SetupFailure::new(Stage::Pivot, action, &e)
+    };
+    mount::chroot(dir).map_err(fail("chroot"))?;
+    std::env::set_current_dir("/").map_err(fail("chdir / in"))?;
+    Ok(Mounted::default())
+}
+
+/// Mounts the root filesystem and returns where it is.
+fn mount_root(rootfs: &RootFs, tier: Tier) -> Result<PathBuf> {
+    match rootfs {
+        RootFs::Dir(dir) => {
+            // A bind onto itself makes the directory a mount point, which
+            // pivot_root needs.
+            mount::mount(Some(dir), dir, None, BIND | REC, None).map_err(mount_err(format!(
+                "bind root {} onto itself",
+                dir.display()
+            )))?;
+            Ok(dir.clone())
+        }
+        RootFs::Overlay {
+            lower,
+            upper,
+            work,
+            target,
+        } => {
+            let data = overlay_options(lower, upper, work, tier == Tier::Rootless)
+                .map_err(|what| SetupFailure::msg(Stage::Mount, what))?;
+            mount::mount(
+                Some(Path::new("overlay")),
+                target,
+                Some("overlay"),
+                0,
+                Some(&data),
+            )
+            .map_err(mount_err(format!(
+                "mount overlay on {} ({data})",
+                target.display()
+            )))?;
+            Ok(target.clone())
+        }
+    }
+}
+
+/// overlayfs's mount data; paths with `,` or `:` (overlayfs's separators)
+/// are refused rather than escaped.
+fn overlay_options(
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    userxattr: bool,
+) -> std::result::Result<String, String> {
+    if lower.is_empty() {
+        return Err("overlay root needs at least one lower directory".into());
+    }
+    let text = |p: &Path| -> std::result::Result<String, String> {
+        let s = p
+            .to_str()
+            .ok_or_else(|| format!("overlay path {} is not UTF-8", p.display()))?;
+        if s.contains([',', ':']) {
+            return Err(format!("overlay path {s} contains ',' or ':'"));
+        }
+        Ok(s.to_owned())
+    };
+    let lowers: Vec<String> = lower
+        .iter()
+        .map(|p| text(p))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        text(upper)?,
+        text(work)?
+    );
+    if userxattr {
+        data.push_str(",userxattr");
+    }
+    Ok(data)
+}
+
+/// A minimal /dev: a tmpfs with the host's harmless devices bind-mounted,
+/// /dev/shm, a private devpts and the usual symlinks.
+fn mount_dev(dev: &Path, full_map: bool) -> Result<()> {
+    mount::mount(
+        Some(Path::new("tmpfs")),
+        dev,
+        Some("tmpfs"),
+        NOSUID,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(mount_err(format!("mount tmpfs on {}", dev.display())))?;
+    for name in DEVICES {
+        let target = dev.join(name);
+        create_file(&target).map_err(mount_err(format!("create {}", target.display())))?;
+        let source = Path::new("/dev").join(name);
+        mount::mount(Some(&source), &target, None, BIND, None).map_err(mount_err(format!(
+            "bind {} on {}",
+            source.display(),
+            target.display()
+        )))?;
+    }
+    let shm = dev.join("shm");
+    mkdir(&shm, 0o1777)?;
+    mount::mount(
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        NOSUID | NODEV | NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(mount_err(format!("mount tmpfs on {}", shm.display())))?;
+    let pts = dev.join("pts");
+    mkdir(&pts, 0o755)?;
+    // gid 5 (tty) exists inside only with a full id map, and not even then
+    // in a user namespace kiln did not map (EINVAL): fall back to no gid.
+    let plain = "newinstance,ptmxmode=0666,mode=0620";
+    let with_gid = format!("{plain},gid=5");
+    let mut result = Err(io::Error::from_raw_os_error(libc::EINVAL));
+    if full_map {
+        result = mount::mount(
+            Some(Path::new("devpts")),
+            &pts,
+            Some("devpts"),
+            NOSUID | NOEXEC,
+            Some(&with_gid),
+        );
+    }
+    if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EINVAL)) {
+        result = mount::mount(
+            Some(Path::new("devpts")),
+            &pts,
+            Some("devpts"),
+            NOSUID | NOEXEC,
+            Some(plain),
+        );
+    }
+    result.map_err(mount_err(format!("mount devpts on {}", pts.display())))?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(to, dev.join(link))
+            .map_err(mount_err(format!("symlink {}/{link}", dev.display())))?;
+    }
+    Ok(())
+}
+
+/// pivot_root into `root` and detach the old root; chroot when pivot_root
+/// is refused (a root on initramfs).
+fn switch_root(root: &Path) -> Result<()> {
+    let fail = |action: &str| {
+        let action = format!("{action} {}", root.display());
+        move |e: io::Error| SetupFailure::new(Stage::Pivot, action, &e)
+    };
+    std::env::set_current_dir(root).map_err(fail("chdir"))?;
+    // pivot_root(".", ".") stacks the old root under the new one; detaching
+    // "." afterwards removes it without needing a directory for it.
+    match mount::pivot_root(Path::new("."), Path::new(".")) {
+        Ok(()) => mount::detach(Path::new(".")).map_err(fail("detach old root above"))?,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            mount::chroot(Path::new(".")).map_err(fail("chroot"))?
+        }
+        Err(e) => return Err(fail("pivot_root")(e)),
+    }
+    std::env::set_current_dir("/").map_err(fail("chdir / in"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+}
+
+/// `root` joined with the container path `inside`, created as `kind` (and
+/// its parents as directories) when missing, each created path recorded in
+/// `created`. Refuses `..` and symlinks on the way, so nothing outside the
+/// root filesystem is touched.
+fn ensure(root: &Path, inside: &str, kind: Kind, created: &mut Vec<String>) -> Result<PathBuf> {
+    let bad = |why: &str| SetupFailure::msg(Stage::Mount, format!("mount point {inside}: {why}"));
+    let mut host = root.to_path_buf();
+    let mut container = String::new();
+    let parts: Vec<_> = Path::new(inside)
+        .components()
+        .filter(|c| *c != Component::RootDir && *c != Component::CurDir)
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        let Component::Normal(name) = part else {
+            return Err(bad("`..` is not allowed"));
+        };
+        host.push(name);
+        container.push('/');
+        container.push_str(&name.to_string_lossy());
+        let last = i + 1 == parts.len();
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => return Err(bad("a symlink is in the way")),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if last && kind == Kind::File {
+                    create_file(&host).map_err(mount_err(format!("create {}", host.display())))?;
+                } else {
+                    mkdir(&host, 0o755)?;
+                }
+                created.push(container.clone());
+            }
+            Err(e) => {
+                return Err(SetupFailure::new(
+                    Stage::Mount,
+                    format!("stat {}", host.display()),
+                    &e,
+                ))
+            }
+        }
+    }
+    Ok(host)
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .map_err(mount_err(format!("mkdir {}", path.display())))
+}
+
+fn create_file(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_options_in_order_and_checked() {
+        let lower = [PathBuf::from("/l/top"), PathBuf::from("/l/base")];
+        let data = overlay_options(&lower, Path::new("/u"), Path::new("/w"), true).unwrap();
+        assert_eq!(
+            data,
+            "lowerdir=/l/top:/l/base,upperdir=/u,workdir=/w,userxattr"
+        );
+        assert!(overlay_options(&[], Path::new("/u"), Path::new("/w"), true).is_err());
+        assert!(overlay_options(
+            &[PathBuf::from("/a,b")],
+            Path::new("/u"),
+            Path::new("/w"),
+            false
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn ensure_creates_and_reports_and_refuses_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut created = Vec::new();
+        let p = ensure(dir.path(), "/etc/hosts", Kind::File, &mut created).unwrap();
+        assert!(p.is_file());
+        assert_eq!(created, ["/etc", "/etc/hosts"]);
+        created.clear();
+        ensure(dir.path(), "/etc/hosts", Kind::File, &mut created).unwrap();
+        assert!(created.is_empty());
+        assert!(ensure(dir.path(), "/../x", Kind::Dir, &mut created).is_err());
+        symlink("/", dir.path().join("up")).unwrap();
+        assert!(ensure(dir.path(), "/up/tmp", Kind::Dir, &mut created).is_err());
+    }
+}
