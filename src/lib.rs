@@ -9,5 +9,5 @@ pub mod image;
 pub mod plan;
 pub mod registry;
 pub mod store;
-pub mod transport;
 pub mod sys;
+pub mod transport;
