@@ -4,6 +4,7 @@
 mod build;
 mod debug;
 mod output;
+mod remote;
 mod system;
 
 use std::path::PathBuf;
@@ -49,10 +50,10 @@ pub enum Command {
     Build(build::BuildArgs),
     /// List images in the local store (not implemented yet).
     Images(Pending),
-    /// Pull an image from a registry (not implemented yet).
-    Pull(Pending),
-    /// Push an image to a registry (not implemented yet).
-    Push(Pending),
+    /// Pull an image from a registry into the store.
+    Pull(remote::PullArgs),
+    /// Push an image from the store to a registry.
+    Push(remote::PushArgs),
     /// Add a name to an image (not implemented yet).
     Tag(Pending),
     /// Remove images (not implemented yet).
@@ -67,10 +68,10 @@ pub enum Command {
     Load(Pending),
     /// Remove unused data from the store (not implemented yet).
     Prune(Pending),
-    /// Store registry credentials (not implemented yet).
-    Login(Pending),
-    /// Remove registry credentials (not implemented yet).
-    Logout(Pending),
+    /// Check and store registry credentials.
+    Login(remote::LoginArgs),
+    /// Remove registry credentials.
+    Logout(remote::LogoutArgs),
     /// Look after the store (`kiln system check`).
     System(system::SystemArgs),
     /// Frontend diagnostics: AST dumps, word expansion, ignore matching.
@@ -82,8 +83,6 @@ impl Command {
     fn pending_name(&self) -> Option<&'static str> {
         Some(match self {
             Command::Images(_) => "images",
-            Command::Pull(_) => "pull",
-            Command::Push(_) => "push",
             Command::Tag(_) => "tag",
             Command::Rmi(_) => "rmi",
             Command::Inspect(_) => "inspect",
@@ -91,9 +90,13 @@ impl Command {
             Command::Save(_) => "save",
             Command::Load(_) => "load",
             Command::Prune(_) => "prune",
-            Command::Login(_) => "login",
-            Command::Logout(_) => "logout",
-            Command::Build(_) | Command::Debug(_) | Command::System(_) => return None,
+            Command::Build(_)
+            | Command::Debug(_)
+            | Command::System(_)
+            | Command::Pull(_)
+            | Command::Push(_)
+            | Command::Login(_)
+            | Command::Logout(_) => return None,
         })
     }
 }
@@ -119,6 +122,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(args) => build::run(args),
         Command::Debug(args) => debug::run(args),
         Command::System(args) => system::run(cli.root, args),
+        Command::Pull(args) => remote::pull(cli.root, args),
+        Command::Push(args) => remote::push(cli.root, args),
+        Command::Login(args) => remote::login(args),
+        Command::Logout(args) => remote::logout(args),
         _ => Ok(()),
     }
 }
