@@ -4,4 +4,5 @@
 mod cli;
 mod conformance;
 mod harness;
+mod registry_remote;
 mod support;
