@@ -177,7 +177,7 @@ impl Client {
             tokens: Mutex::new(HashMap::new()),
         };
         match client.ping() {
-            Ok(()) => return Ok(client),
+            Ok(()) => Ok(client),
             Err(e) => {
                 let text = error_chain(&e);
                 if is_certificate_error(&text) && opts.tls_verify {
@@ -187,7 +187,7 @@ impl Client {
                         dirs,
                     });
                 }
-                if !(loopback || !opts.tls_verify) {
+                if !loopback && opts.tls_verify {
                     return Err(RegistryError::Network {
                         action: "connect to".into(),
                         registry: registry.to_string(),
