@@ -69,3 +69,31 @@ pub fn remember(
     })?;
     store.write_atomic(&store.root().join(FILE), &bytes)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_newest_first_and_excludes_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Digest::of_bytes(b"x");
+        assert!(repos_with(&store, "r:5000", &d, "a").is_empty());
+        remember(&store, "r:5000", "a", std::slice::from_ref(&d)).unwrap();
+        remember(&store, "r:5000", "b", std::slice::from_ref(&d)).unwrap();
+        remember(&store, "other", "c", std::slice::from_ref(&d)).unwrap();
+        assert_eq!(repos_with(&store, "r:5000", &d, "x"), ["b", "a"]);
+        assert_eq!(repos_with(&store, "r:5000", &d, "b"), ["a"]);
+        for i in 0..20 {
+            remember(&store, "r:5000", &format!("n{i}"), std::slice::from_ref(&d)).unwrap();
+        }
+        assert_eq!(repos_with(&store, "r:5000", &d, "").len(), MAX_REPOS);
+        // A corrupt file is an empty hint, and is replaced on the next write.
+        std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        assert!(repos_with(&store, "r:5000", &d, "").is_empty());
+        remember(&store, "r:5000", "a", std::slice::from_ref(&d)).unwrap();
+        assert_eq!(repos_with(&store, "r:5000", &d, ""), ["a"]);
+    }
+}

@@ -79,3 +79,32 @@ pub fn load(registry: &str, cert_dir: Option<&Path>) -> Result<TlsMaterial, Regi
     }
     Ok(material)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_dirs_or_cert_dir() {
+        assert_eq!(
+            cert_dirs("127.0.0.1:5000", None),
+            [
+                PathBuf::from("/etc/containers/certs.d/127.0.0.1:5000"),
+                PathBuf::from("/etc/docker/certs.d/127.0.0.1:5000")
+            ]
+        );
+        assert_eq!(cert_dirs("h", Some(Path::new("/x"))), [PathBuf::from("/x")]);
+    }
+
+    #[test]
+    fn bad_ca_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.crt"), b"not a certificate").unwrap();
+        let err = load("h", Some(dir.path())).err().unwrap().to_string();
+        assert!(err.contains("ca.crt"), "{err}");
+        // A missing directory is simply nothing to add.
+        let m = load("h", Some(&dir.path().join("absent"))).unwrap();
+        assert!(m.roots.is_empty() && m.identity.is_none());
+    }
+}
