@@ -14,6 +14,7 @@ use sha2::Digest as _;
 use crate::support::busybox::{busybox_layout, oci_arch, BusyboxImage};
 use crate::support::oci_schema::OciSchemas;
 use crate::support::registry::{htpasswd, Registry, RegistryOptions, TestCa};
+use crate::support::token_server::TokenServer;
 use crate::support::tools;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -484,6 +485,7 @@ fn tls_registry_with_htpasswd_login_push_pull() {
     let reg = Registry::start_with(&RegistryOptions {
         tls: Some(ca.server()),
         htpasswd: Some(pw),
+        token: None,
     });
     let addr = reg.addr();
     let certs = tmp.path().join("certs");
@@ -580,4 +582,76 @@ fn tls_registry_with_htpasswd_login_push_pull() {
     assert!(err.contains("unauthorized"), "{err}");
     let err = kiln.fails(&["logout", &addr]);
     assert!(err.contains("not logged in"), "{err}");
+}
+
+#[test]
+fn bearer_token_auth_anonymous_pull_and_login_push() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = busybox_layout(&tmp.path().join("layout"), "1");
+    let tokens = TokenServer::start("kiln", "t0ken");
+    let reg = Registry::start_with(&RegistryOptions {
+        token: Some(tokens.auth()),
+        ..RegistryOptions::default()
+    });
+    let addr = reg.addr();
+    tools::run(skopeo().args([
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "kiln:t0ken",
+        &format!("oci:{}", image.reference()),
+        &format!("docker://{addr}/tok/bb:1"),
+    ]));
+
+    // Anonymous pull: an anonymous token for the pull scope.
+    let kiln = Kiln::new(tmp.path());
+    let src = format!("{addr}/tok/bb:1");
+    kiln.ok(&["pull", "-q", &src]);
+    assert_eq!(kiln.resolve(&src).digest.as_str(), image.manifest);
+    assert!(
+        tokens
+            .requests()
+            .iter()
+            .any(|r| r.user.is_none() && r.issued && r.scopes == ["repository:tok/bb:pull"]),
+        "{:?}",
+        tokens.requests()
+    );
+
+    // Pushing anonymously: the token lacks push, the error says to log in.
+    let err = kiln.fails(&["push", &src, &format!("{addr}/tok/other:1")]);
+    assert!(
+        err.contains("unauthorized") && err.contains(&format!("kiln login {addr}")),
+        "{err}"
+    );
+
+    let err = kiln.fails(&["login", "-u", "kiln", "-p", "nope", &addr]);
+    assert!(err.contains("wrong username or password"), "{err}");
+    kiln.ok(&["login", "-u", "kiln", "-p", "t0ken", &addr]);
+
+    // Logged in: push mounts from tok/bb (a token for both repositories).
+    let before = reg.mount_requests().len();
+    kiln.ok(&["push", "-q", &src, &format!("{addr}/tok/other:1")]);
+    assert!(reg.mount_requests().len() > before);
+    assert!(
+        tokens
+            .requests()
+            .iter()
+            .any(|r| r.user.as_deref() == Some("kiln")
+                && r.issued
+                && r.scopes
+                    .contains(&"repository:tok/other:pull,push".to_string())
+                && r.scopes.contains(&"repository:tok/bb:pull".to_string())),
+        "{:?}",
+        tokens.requests()
+    );
+    let back = Kiln {
+        root: tmp.path().join("back"),
+        docker_config: kiln.docker_config.clone(),
+    };
+    back.ok(&["pull", "-q", &format!("{addr}/tok/other:1")]);
+    assert_eq!(
+        back.resolve(&format!("{addr}/tok/other:1")).digest.as_str(),
+        image.manifest
+    );
 }

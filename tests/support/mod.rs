@@ -8,5 +8,6 @@
 pub mod busybox;
 pub mod oci_schema;
 pub mod registry;
+pub mod token_server;
 pub mod tools;
 pub mod user;

@@ -37,6 +37,17 @@ pub struct RegistryOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Require basic auth from this htpasswd (bcrypt) file.
     pub htpasswd: Option<PathBuf>,
+    /// Require bearer tokens from this token server (realm, issuer, cert).
+    pub token: Option<TokenAuth>,
+}
+
+/// The `auth.token` settings that make the registry trust a [`TokenServer`].
+#[derive(Clone, Debug)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub cert: PathBuf,
 }
 
 impl Registry {
@@ -141,7 +152,7 @@ impl Registry {
                 match get_v2(&self.addr) {
                     Ok(status) if status.starts_with("HTTP/1.1 200") => return Ok(()),
                     Ok(status)
-                        if self.options.htpasswd.is_some()
+                        if (self.options.htpasswd.is_some() || self.options.token.is_some())
                             && status.starts_with("HTTP/1.1 401") =>
                     {
                         return Ok(())
@@ -372,6 +383,15 @@ http:
             "  tls:\n    certificate: {}\n    key: {}\n",
             cert.display(),
             key.display()
+        ));
+    }
+    if let Some(t) = &options.token {
+        yaml.push_str(&format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            t.realm,
+            t.service,
+            t.issuer,
+            t.cert.display()
         ));
     }
     if let Some(file) = &options.htpasswd {
