@@ -172,9 +172,8 @@ fn handle(
             break;
         }
         if let Some((k, v)) = line.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "authorization" => authorization = Some(v.trim().to_string()),
-                _ => {}
+            if k.trim().eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
             }
         }
     }
