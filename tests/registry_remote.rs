@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use sha2::Digest as _;
 
 use crate::support::busybox::{busybox_layout, oci_arch, BusyboxImage};
+use crate::support::flaky_proxy::{Fault, FlakyProxy};
 use crate::support::oci_schema::OciSchemas;
 use crate::support::registry::{htpasswd, Registry, RegistryOptions, TestCa};
 use crate::support::token_server::TokenServer;
@@ -654,4 +655,55 @@ fn bearer_token_auth_anonymous_pull_and_login_push() {
         back.resolve(&format!("{addr}/tok/other:1")).digest.as_str(),
         image.manifest
     );
+}
+
+#[test]
+fn retries_5xx_and_resets_then_gives_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = busybox_layout(&tmp.path().join("layout"), "1");
+    let reg = Registry::start();
+    skopeo_push(
+        &image.reference(),
+        &format!("{}/flaky/bb:1", reg.addr()),
+        false,
+    );
+
+    // The first manifest request is reset, the first two layer downloads
+    // get 503: the pull still succeeds.
+    let layer = image.layer.clone();
+    let proxy = FlakyProxy::start(&reg.addr(), move |line, n| {
+        if line.starts_with("GET /v2/flaky/bb/manifests/") && n == 0 {
+            Some(Fault::Reset)
+        } else if line.starts_with(&format!("GET /v2/flaky/bb/blobs/{layer}")) && n < 2 {
+            Some(Fault::Unavailable)
+        } else {
+            None
+        }
+    });
+    let kiln = Kiln::new(tmp.path());
+    let name = format!("{}/flaky/bb:1", proxy.addr());
+    kiln.ok(&["pull", "-q", &name]);
+    assert_eq!(kiln.resolve(&name).digest.as_str(), image.manifest);
+    let seen = proxy.seen();
+    let layer_gets = seen
+        .iter()
+        .filter(|(l, _)| l.contains(&image.layer))
+        .count();
+    assert_eq!(layer_gets, 3, "{seen:?}");
+
+    // A registry that always fails: a bounded number of attempts, then the error.
+    let down = FlakyProxy::start(&reg.addr(), |line, _| {
+        line.contains("/manifests/").then_some(Fault::Unavailable)
+    });
+    let err = kiln.fails(&["pull", &format!("{}/flaky/bb:1", down.addr())]);
+    assert!(
+        err.contains("HTTP 503") && err.contains("UNAVAILABLE") && err.contains("flaky/bb"),
+        "{err}"
+    );
+    let tries = down
+        .seen()
+        .iter()
+        .filter(|(l, _)| l.contains("/manifests/"))
+        .count();
+    assert_eq!(tries, 4, "{:?}", down.seen());
 }
