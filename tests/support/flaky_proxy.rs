@@ -21,12 +21,14 @@ pub enum Fault {
 }
 
 type Decide = dyn Fn(&str, usize) -> Option<Fault> + Send + Sync;
+/// Request lines seen, with the fault applied to each.
+type Log = Mutex<Vec<(String, Option<Fault>)>>;
 
 pub struct FlakyProxy {
     addr: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    seen: Arc<Mutex<Vec<(String, Option<Fault>)>>>,
+    seen: Arc<Log>,
 }
 
 impl FlakyProxy {
@@ -94,12 +96,7 @@ impl Drop for FlakyProxy {
     }
 }
 
-fn serve(
-    client: TcpStream,
-    upstream: &str,
-    decide: &Decide,
-    seen: &Mutex<Vec<(String, Option<Fault>)>>,
-) -> std::io::Result<()> {
+fn serve(client: TcpStream, upstream: &str, decide: &Decide, seen: &Log) -> std::io::Result<()> {
     client.set_nonblocking(false)?;
     client.set_read_timeout(Some(Duration::from_secs(10)))?;
     // A TLS hello (kiln tries HTTPS first): this proxy speaks plain HTTP only.
