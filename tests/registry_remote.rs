@@ -450,6 +450,47 @@ fn pull_picks_platform_from_index_and_names_unknown_tag() {
     kiln.ok(&["pull", "-q", &name]);
     assert_eq!(kiln.resolve(&name).digest.as_str(), image.manifest);
 
+    // The store now holds the index and both images: pushing the index
+    // pushes both manifests by digest, then the index, byte for byte.
+    let raw = tools::run(skopeo().args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]))
+    .stdout;
+    let index_digest = Digest::parse(&sha256(&raw)).unwrap();
+    assert!(
+        kiln.store().has(&index_digest),
+        "index blob not stored by pull"
+    );
+    kiln.store()
+        .set_name(
+            "docker.io/local/multi:latest",
+            Descriptor {
+                media_type: OCI_INDEX.into(),
+                digest: index_digest.clone(),
+                size: raw.len() as u64,
+                annotations: Default::default(),
+                platform: None,
+            },
+        )
+        .unwrap();
+    let out = kiln.ok(&["push", "-q", "local/multi", &format!("{addr}/multi/copy:1")]);
+    assert!(out.contains(index_digest.as_str()), "{out}");
+    let copied = tools::run(skopeo().args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{addr}/multi/copy:1"),
+    ]))
+    .stdout;
+    assert_eq!(copied, raw);
+    assert_eq!(
+        skopeo_inspect_digest(&format!("{addr}/multi/copy@{other_manifest}")),
+        other_manifest
+    );
+
     let err = kiln.fails(&["pull", "--platform", "linux/s390x", &name]);
     assert!(
         err.contains("no image for platform linux/s390x") && err.contains(other_arch),
