@@ -242,17 +242,6 @@ fn containerfile_and_stdin_are_found() {
 }
 
 #[test]
-fn later_commands_say_not_implemented() {
-    for cmd in ["pull", "push", "login", "logout"] {
-        let err = fails(&[cmd, "x"]);
-        assert!(
-            err.contains(&format!("kiln {cmd}: not implemented yet")),
-            "{cmd}: {err}"
-        );
-    }
-}
-
-#[test]
 fn debug_expand_and_ignore() {
     assert_eq!(
         ok(&[

@@ -234,13 +234,32 @@ fn oci_export_passes_umoci_and_the_schemas() {
     )
     .unwrap();
     assert_eq!(digest.as_str(), f.busybox.manifest);
-    // A second tag into the same layout keeps the first.
-    transport::export(
-        &f.store(),
-        "busybox",
-        &format!("oci:{}:v2", layout.display()),
-    )
-    .unwrap();
+    // A second tag into the same layout keeps the first; this one through
+    // the CLI (`kiln push NAME oci:DIR:TAG`), and back with `kiln pull`.
+    let dest = format!("oci:{}:v2", layout.display());
+    let out = f.run(&["push", "busybox", &dest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&f.busybox.manifest),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = f.run(&["pull", &dest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pulled = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(pulled, "localhost/out-layout:v2");
+    let out = f.run(&["inspect", "-f", "{{.Id}}", "localhost/out-layout:v2"]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = f.run(&["inspect", "-f", "{{.Id}}", "busybox"]);
+    assert_eq!(id, String::from_utf8_lossy(&out.stdout).trim());
     let ls = tools::run_stdout(
         Command::new(require("umoci"))
             .args(["ls", "--layout"])

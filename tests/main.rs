@@ -5,5 +5,6 @@ mod cli;
 mod conformance;
 mod harness;
 mod images;
+mod registry_remote;
 mod sandbox;
 mod support;

@@ -7,6 +7,7 @@ mod debug;
 mod images;
 mod inspect;
 mod output;
+mod remote;
 mod run_debug;
 mod system;
 
@@ -39,13 +40,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Arguments of a command that does not exist yet; accepted so the error is ours, not clap's.
-#[derive(Debug, clap::Args)]
-pub struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile (use --dry-run to print the plan).
@@ -53,10 +47,10 @@ pub enum Command {
     Build(build::BuildArgs),
     /// List images in the local store.
     Images(images::ImagesArgs),
-    /// Pull an image from a registry (not implemented yet).
-    Pull(Pending),
-    /// Push an image to a registry (not implemented yet).
-    Push(Pending),
+    /// Pull an image from a registry (or a local transport) into the store.
+    Pull(remote::PullArgs),
+    /// Push an image from the store to a registry (or a local transport).
+    Push(remote::PushArgs),
     /// Add a name to an image.
     Tag(images::TagArgs),
     /// Remove image names, and images left without one.
@@ -73,38 +67,15 @@ pub enum Command {
     Import(archive::ImportArgs),
     /// Remove unreferenced data from the store.
     Prune(images::PruneArgs),
-    /// Store registry credentials (not implemented yet).
-    Login(Pending),
-    /// Remove registry credentials (not implemented yet).
-    Logout(Pending),
+    /// Check and store registry credentials.
+    Login(remote::LoginArgs),
+    /// Remove registry credentials.
+    Logout(remote::LogoutArgs),
     /// Look after the store (`kiln system check`).
     System(system::SystemArgs),
     /// Frontend diagnostics: AST dumps, word expansion, ignore matching.
     #[command(hide = true)]
     Debug(debug::DebugArgs),
-}
-
-impl Command {
-    fn pending_name(&self) -> Option<&'static str> {
-        Some(match self {
-            Command::Pull(_) => "pull",
-            Command::Push(_) => "push",
-            Command::Login(_) => "login",
-            Command::Logout(_) => "logout",
-            Command::Build(_)
-            | Command::Debug(_)
-            | Command::System(_)
-            | Command::Images(_)
-            | Command::Tag(_)
-            | Command::Rmi(_)
-            | Command::Inspect(_)
-            | Command::History(_)
-            | Command::Save(_)
-            | Command::Load(_)
-            | Command::Import(_)
-            | Command::Prune(_) => return None,
-        })
-    }
 }
 
 fn init_logging(level: &str) {
@@ -121,9 +92,6 @@ fn init_logging(level: &str) {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     init_logging(&cli.log_level);
-    if let Some(name) = cli.command.pending_name() {
-        anyhow::bail!("kiln {name}: not implemented yet");
-    }
     match cli.command {
         Command::Build(args) => build::run(args),
         Command::Debug(args) => debug::run(args),
@@ -137,6 +105,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Save(args) => archive::save(cli.root, args),
         Command::Load(args) => archive::load(cli.root, args),
         Command::Import(args) => archive::import(cli.root, args),
-        _ => Ok(()),
+        Command::Pull(args) => remote::pull(cli.root, args),
+        Command::Push(args) => remote::push(cli.root, args),
+        Command::Login(args) => remote::login(args),
+        Command::Logout(args) => remote::logout(args),
     }
 }

@@ -1,9 +1,19 @@
-//! Talking to OCI / docker registries.
-//!
-//! The registry client (auth, manifest and blob transfer) will live here. For
-//! now it holds only [`reference`], the parser for image references such as
-//! `busybox` or `ghcr.io/o/r@sha256:…`, because every later step (pull, push,
-//! `FROM` resolution) needs a normalized name first.
+//! Talking to OCI / docker registries: references, credentials, and the
+//! Distribution v2 client with `pull` and `push` on top of the content store.
 
+pub mod auth;
+pub mod blob_record;
+pub mod client;
 pub mod credentials;
+pub mod error;
+pub mod progress;
+pub mod pull;
+pub mod push;
 pub mod reference;
+pub mod tls;
+
+pub use client::{Client, ClientOptions};
+pub use error::RegistryError;
+pub use progress::Progress;
+pub use pull::{pull, PullOptions, Pulled};
+pub use push::{push, PushOptions, Pushed};

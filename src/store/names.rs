@@ -64,13 +64,28 @@ impl Store {
     /// Atomic (temp + fsync + rename of index.json) and serialised with other
     /// writers by the exclusive lock. Refuses with `MissingBlob` if the
     /// descriptor's blob is not in the store: put blobs first, then names.
-    pub fn set_name(&self, name: &str, mut desc: Descriptor) -> Result<(), StoreError> {
+    pub fn set_name(&self, name: &str, desc: Descriptor) -> Result<(), StoreError> {
+        self.set_name_with_blobs(name, desc, &[])
+    }
+
+    /// `set_name` for an image whose other blobs (config, layers) are `needs`:
+    /// every one is checked under the same exclusive lock that `prune` holds,
+    /// so the name can never be written after a prune removed one of them.
+    pub fn set_name_with_blobs(
+        &self,
+        name: &str,
+        mut desc: Descriptor,
+        needs: &[Digest],
+    ) -> Result<(), StoreError> {
         let _lock = self.lock_exclusive()?;
-        if !self.has(&desc.digest) {
+        if let Some(missing) = std::iter::once(&desc.digest)
+            .chain(needs)
+            .find(|d| !self.has(d))
+        {
             return Err(StoreError::MissingBlob {
                 root: self.root.clone(),
                 name: name.to_string(),
-                digest: desc.digest,
+                digest: missing.clone(),
             });
         }
         desc.annotations

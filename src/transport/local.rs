@@ -233,14 +233,12 @@ pub fn find_image(store: &Store, input: &str) -> Result<(Matched, ImageEntry), T
 }
 
 /// Names the manifest `desc` in the store, the way every kiln writer should:
-/// touch each blob of the image (so a concurrent `prune` keeps them for its
-/// grace period), name it, then re-check that every blob is still there
-/// (a `prune` that decided just before the touch). On that rare race the
-/// name is removed again and an error returned, so no name is left pointing
-/// at a missing blob.
+/// touch each blob of the image (so a concurrent `prune` spares them for its
+/// grace period), then name it with every blob re-checked under the store
+/// lock that `prune` holds, so no name ever points at a missing blob.
 pub fn set_name(store: &Store, name: &str, desc: &Descriptor) -> Result<(), TransportError> {
     let img = StoredImage::load(store, desc)?;
-    let mut blobs = vec![desc.digest.clone(), img.manifest.config.digest.clone()];
+    let mut blobs = vec![img.manifest.config.digest.clone()];
     blobs.extend(img.manifest.layers.iter().map(|l| l.digest.clone()));
     for d in &blobs {
         store.touch_blob(d)?;
@@ -248,14 +246,7 @@ pub fn set_name(store: &Store, name: &str, desc: &Descriptor) -> Result<(), Tran
     let mut d = desc.clone();
     d.annotations.clear();
     d.platform = None;
-    store.set_name(name, d)?;
-    if let Some(missing) = blobs.iter().find(|b| !store.has(b)) {
-        store.remove_name(name)?;
-        return Err(TransportError::Format {
-            what: format!("name {name}"),
-            reason: format!("blob {missing} was pruned while the image was being named; try again"),
-        });
-    }
+    store.set_name_with_blobs(name, d, &blobs)?;
     Ok(())
 }
 

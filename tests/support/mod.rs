@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod flaky_proxy;
 pub mod oci_schema;
 pub mod registry;
+pub mod token_server;
 pub mod tools;
 pub mod user;
