@@ -8,6 +8,7 @@ pub mod frontend;
 pub mod image;
 pub mod plan;
 pub mod registry;
+pub mod snapshot;
 pub mod store;
 pub mod sys;
 pub mod transport;
