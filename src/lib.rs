@@ -5,6 +5,8 @@
 pub mod context;
 pub mod frontend;
 pub mod image;
+pub mod layer;
 pub mod plan;
 pub mod registry;
 pub mod store;
+pub mod sys;
