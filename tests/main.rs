@@ -4,4 +4,5 @@
 mod cli;
 mod conformance;
 mod harness;
+mod layer_unpack;
 mod support;

@@ -10,6 +10,7 @@ use kiln::frontend::ast::dump_nodes;
 use kiln::frontend::parser::parse;
 use kiln::frontend::patternmatcher::PatternMatcher;
 use kiln::frontend::shell::{EnvList, Lexer};
+use kiln::layer;
 
 #[derive(Debug, clap::Args)]
 pub struct DebugArgs {
@@ -38,6 +39,14 @@ pub enum DebugCommand {
         patterns: Vec<String>,
         #[arg(allow_hyphen_values = true)]
         paths: Vec<String>,
+    },
+    /// Apply layer files to DEST (flatten) or unpack each into DEST/<n> (overlay),
+    /// ownership metadata going to DEST.kiln-meta.jsonl (DEST/<n>.kiln-meta.jsonl).
+    Unpack {
+        #[arg(long, value_parser = ["flatten", "overlay"], default_value = "flatten")]
+        mode: String,
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -71,6 +80,38 @@ pub fn run(args: DebugArgs) -> Result<()> {
                     .matches_or_parent_matches(p)
                     .with_context(|| format!("match {p:?}"))?;
                 println!("{}", if hit { "match" } else { "nomatch" });
+            }
+        }
+        DebugCommand::Unpack { mode, mut paths } => {
+            let dest = paths.pop().context("no destination")?;
+            for (n, file) in paths.iter().enumerate() {
+                let (root, mode) = match mode.as_str() {
+                    "overlay" => (
+                        dest.join(n.to_string()),
+                        layer::Mode::OverlayLower(layer::OverlayXattrs::for_current_user()),
+                    ),
+                    _ => (dest.clone(), layer::Mode::Flatten),
+                };
+                std::fs::create_dir_all(&root)
+                    .with_context(|| format!("create {}", root.display()))?;
+                let meta_path = layer::sidecar_path(&root);
+                let mut meta = layer::Metadata::load(&meta_path)?;
+                let opts = layer::UnpackOptions {
+                    layer: file.display().to_string(),
+                    mode,
+                    expected_diff_id: None,
+                };
+                let input = std::fs::File::open(file)
+                    .with_context(|| format!("open {}", file.display()))?;
+                let report = layer::unpack(input, &root, &opts, &mut meta)?;
+                meta.save(&meta_path)?;
+                println!(
+                    "{} {} {:?} {:?}",
+                    file.display(),
+                    report.diff_id,
+                    report.compression,
+                    report.whiteouts
+                );
             }
         }
     }

@@ -421,13 +421,11 @@ impl<'a> Unpacker<'a> {
         let existing =
             sfs::lstat_at(parent.as_fd(), name).map_err(|e| self.io_err(shown, "stat", e))?;
         let mut was_whiteout = false;
-        if let Some(st) = existing {
-            if kind == EntryType::Directory && sfs::is_dir(&st) {
-                // Merge into the existing directory.
-            } else {
-                was_whiteout = sfs::is_whiteout_device(&st);
-                self.remove(dir, name, shown)?;
-            }
+        // Merge into an existing directory; replace anything else.
+        let merge_dir = kind == EntryType::Directory && existing.as_ref().is_some_and(sfs::is_dir);
+        if let Some(st) = existing.filter(|_| !merge_dir) {
+            was_whiteout = sfs::is_whiteout_device(&st);
+            self.remove(dir, name, shown)?;
         }
         self.meta.remove_tree(&path.display());
         self.created.insert(path.clone());
@@ -442,7 +440,7 @@ impl<'a> Unpacker<'a> {
                 self.finish_file(&f, path, &attrs, shown)
             }
             EntryType::Directory => {
-                if existing.is_none() {
+                if !merge_dir {
                     sfs::mkdir_at(parent, name, 0o700)
                         .map_err(|e| self.io_err(shown, "create directory", e))?;
                 }
