@@ -52,6 +52,9 @@ pub(crate) struct Unpacker<'a> {
     /// lower content (OCI image spec, "Whiteouts").
     created: HashSet<RelPath>,
     deferred: Vec<DeferredDir>,
+    /// Owned directories from earlier layers that were not writable and got
+    /// `u+wx` for this layer (unprivileged only): put back at the end.
+    restore: Vec<DeferredDir>,
     /// The last parent directory used; layers are sorted, so most entries
     /// share it. Dropped whenever anything is removed or a symlink appears.
     cache: Option<(RelPath, OwnedFd)>,
@@ -89,6 +92,7 @@ impl<'a> Unpacker<'a> {
             privileged: ids.0 == 0,
             created: HashSet::new(),
             deferred: Vec::new(),
+            restore: Vec::new(),
             cache: None,
             stats: Stats {
                 entries: 0,
@@ -224,9 +228,36 @@ impl<'a> Unpacker<'a> {
                 return Err(self.io_err(shown, format!("open directory {:?}", dir.display()), e))
             }
         };
+        if !self.privileged {
+            self.make_writable(fd.as_fd(), dir, shown)?;
+        }
         let dup = fd.try_clone().map_err(|e| self.io_err(shown, "dup", e))?;
         self.cache = Some((dir.clone(), fd));
         Ok(Some(dup))
+    }
+
+    /// Without CAP_DAC_OVERRIDE, a directory that an earlier layer made
+    /// read-only (0555 is common) cannot take new entries: give its owner
+    /// write and search access for the rest of this layer.
+    fn make_writable(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        dir: &RelPath,
+        shown: &str,
+    ) -> Result<(), LayerError> {
+        let st = sfs::fstat(fd).map_err(|e| self.io_err(shown, "stat directory", e))?;
+        if st.st_mode & 0o300 == 0o300 || st.st_uid != self.ids.0 {
+            return Ok(());
+        }
+        let mode = st.st_mode & 0o7777;
+        sfs::chmod_fd(fd, mode | 0o300)
+            .map_err(|e| self.io_err(shown, "make directory writable", e))?;
+        self.restore.push(DeferredDir {
+            path: dir.clone(),
+            mode,
+            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+        });
+        Ok(())
     }
 
     /// [`Self::dir`], creating it; absent afterwards is an error.
@@ -254,7 +285,12 @@ impl<'a> Unpacker<'a> {
             prefix = prefix.join(comp);
             let what = || format!("create directory {:?}", prefix.display());
             match sfs::open_dir_beneath(self.root.as_fd(), &prefix.to_path()) {
-                Ok(fd) => cur = fd,
+                Ok(fd) => {
+                    if !self.privileged {
+                        self.make_writable(fd.as_fd(), &prefix, shown)?;
+                    }
+                    cur = fd
+                }
                 Err(e) if errno(&e) == ENOENT => {
                     match sfs::mkdir_at(cur.as_fd(), comp, 0o700) {
                         Ok(()) => {
@@ -682,9 +718,12 @@ impl<'a> Unpacker<'a> {
     /// is skipped.
     pub(crate) fn finish(mut self) -> Result<Stats, LayerError> {
         self.cache = None;
+        let mut restore = std::mem::take(&mut self.restore);
+        restore.sort_by_key(|d| std::cmp::Reverse(d.path.depth()));
         let mut dirs = std::mem::take(&mut self.deferred);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.path.depth()));
-        for d in dirs {
+        // Modes set by this layer's own entries win over restored ones.
+        for d in restore.into_iter().chain(dirs) {
             let shown = d.path.display();
             let fd = match sfs::open_dir_no_symlinks(self.root.as_fd(), &d.path.to_path()) {
                 Ok(fd) => fd,

@@ -330,11 +330,17 @@ fn unprivileged_unpack_keeps_ownership_as_metadata() {
         chardev("dev/null", 1, 3).owner(0, 0),
         fifo("fifo").owner(uid, gid),
         dir("gone").owner(uid, gid),
+        dir("ro").owner(uid, gid).mode(0o555),
+        file("ro/old", "old").owner(uid, gid),
     ]);
     let l1 = tar(&[
         file(".wh.gone", ""),
         dir("opq").owner(uid, gid),
         file("opq/.wh..wh..opq", ""),
+        // Into a directory the first layer made read-only.
+        file("ro/.wh.old", ""),
+        file("ro/new", "new").owner(uid, gid),
+        file("ro/sub/deep", "deep").owner(uid, gid),
     ]);
     let (p0, p1) = (work.path().join("l0.tar"), work.path().join("l1.tar.gz"));
     fs::write(&p0, &l0).unwrap();
@@ -398,6 +404,16 @@ fn unprivileged_unpack_keeps_ownership_as_metadata() {
         .file_type()
         .is_fifo());
     assert!(!flat.join("gone").exists());
+    assert!(!flat.join("ro/old").exists());
+    assert_eq!(
+        fs::read_to_string(flat.join("ro/sub/deep")).unwrap(),
+        "deep"
+    );
+    assert_eq!(
+        fs::metadata(flat.join("ro")).unwrap().mode() & 0o7777,
+        0o555,
+        "mode put back"
+    );
 
     // Overlay mode as the unprivileged user: mknod 0/0 is allowed (≥ 5.8),
     // opaque goes into user.overlay.opaque.
