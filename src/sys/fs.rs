@@ -324,6 +324,19 @@ pub fn set_xattr_fd(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8]) -> io::Resul
     Ok(rfs::fsetxattr(fd, name, value, XattrFlags::empty())?)
 }
 
+/// `fgetxattr`; `None` when the attribute is absent.
+pub fn get_xattr_fd(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 4096];
+    match rfs::fgetxattr(fd, name, &mut buf[..]) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(Some(buf))
+        }
+        Err(rustix::io::Errno::NODATA) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `lsetxattr` on `name` in `parent`, through `/proc/self/fd/<parent>/name`:
 /// the parent is our own resolved fd and the leaf is not followed.
 pub fn set_xattr_at(
