@@ -63,6 +63,21 @@ impl RelPath {
         self.0.iter().collect()
     }
 
+    /// A 128-bit digest of the path (truncated sha256: collisions are out of
+    /// reach), for sets of many paths.
+    pub fn key(&self) -> [u8; 16] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for c in &self.0 {
+            h.update(c.as_bytes());
+            h.update([0u8]);
+        }
+        let full = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
     /// `a/b/c`, lossily, for messages and metadata keys.
     pub fn display(&self) -> String {
         self.to_path().to_string_lossy().into_owned()

@@ -16,7 +16,7 @@ impl Unpacker<'_> {
         let path = dir.join(target);
         match self.mode {
             Mode::Flatten => {
-                if self.created.contains(&path) {
+                if self.created.contains(&path.key()) {
                     return Ok(());
                 }
                 if self.dir(dir, false, shown)?.is_none() {
@@ -29,7 +29,7 @@ impl Unpacker<'_> {
                 if let Some(st) = sfs::lstat_at(parent.as_fd(), target)
                     .map_err(|e| self.io_err(shown, "stat", e))?
                 {
-                    if self.created.contains(&path) {
+                    if self.created.contains(&path.key()) {
                         // Same layer: a directory it made must also hide the
                         // lower one; anything else already does.
                         if sfs::is_dir(&st) {
@@ -79,7 +79,7 @@ impl Unpacker<'_> {
                 let names = sfs::list_dir(fd.as_fd())
                     .map_err(|e| self.io_err(shown, "list directory", e))?;
                 for name in names {
-                    if !self.created.contains(&dir.join(&name)) {
+                    if !self.created.contains(&dir.join(&name).key()) {
                         self.remove(dir, &name, shown)?;
                     }
                 }
