@@ -349,8 +349,10 @@ fn unprivileged_unpack_keeps_ownership_as_metadata() {
     let kiln = env!("CARGO_BIN_EXE_kiln");
     for mode in ["flatten", "overlay"] {
         let dest = work.path().join(mode);
+        // A hostile umask: modes must come from the layer, not from it.
         tools::run(
-            user.command(kiln)
+            user.command("sh")
+                .args(["-c", "umask 077 && exec \"$0\" \"$@\"", kiln])
                 .args(["debug", "unpack", "--mode", mode])
                 .arg(&p0)
                 .arg(&p1)
@@ -404,6 +406,14 @@ fn unprivileged_unpack_keeps_ownership_as_metadata() {
         .file_type()
         .is_fifo());
     assert!(!flat.join("gone").exists());
+    let mode_of = |p: &str| fs::symlink_metadata(flat.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(
+        mode_of("bin"),
+        0o755,
+        "implicit parents are 0755 whatever the umask"
+    );
+    assert_eq!(mode_of("mine"), 0o644);
+    assert_eq!(mode_of("ro/sub"), 0o755);
     assert!(!flat.join("ro/old").exists());
     assert_eq!(
         fs::read_to_string(flat.join("ro/sub/deep")).unwrap(),
