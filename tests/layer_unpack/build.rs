@@ -25,6 +25,10 @@ pub struct Ent {
     pub gid: u64,
     pub mtime: u64,
     pub xattrs: Vec<(String, Vec<u8>)>,
+    /// Real name carried in a PAX `path` record (the header name is a decoy).
+    pub pax_path: Option<String>,
+    /// Real name carried in a GNU long-name (`L`) entry.
+    pub gnu_long_name: Option<String>,
 }
 
 fn ent(path: &str, kind: Kind, mode: u32) -> Ent {
@@ -37,6 +41,8 @@ fn ent(path: &str, kind: Kind, mode: u32) -> Ent {
         gid,
         mtime: 1_000_000_000,
         xattrs: Vec::new(),
+        pax_path: None,
+        gnu_long_name: None,
     }
 }
 
@@ -89,6 +95,14 @@ impl Ent {
         self.mtime = mtime;
         self
     }
+    pub fn pax_path(mut self, path: &str) -> Ent {
+        self.pax_path = Some(path.into());
+        self
+    }
+    pub fn gnu_long_name(mut self, path: &str) -> Ent {
+        self.gnu_long_name = Some(path.into());
+        self
+    }
     pub fn xattr(mut self, name: &str, value: &[u8]) -> Ent {
         self.xattrs.push((name.into(), value.to_vec()));
         self
@@ -104,12 +118,26 @@ fn put(field: &mut [u8], bytes: &[u8]) {
 pub fn tar(entries: &[Ent]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
-        if !e.xattrs.is_empty() {
-            let keys: Vec<(String, Vec<u8>)> = e
-                .xattrs
-                .iter()
-                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone()))
-                .collect();
+        if let Some(long) = &e.gnu_long_name {
+            let mut h = tar::Header::new_gnu();
+            put(&mut h.as_old_mut().name, b"././@LongLink");
+            h.set_entry_type(tar::EntryType::GNULongName);
+            let mut data = long.as_bytes().to_vec();
+            data.push(0);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, data.as_slice()).unwrap();
+        }
+        let mut keys: Vec<(String, Vec<u8>)> = e
+            .xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone()))
+            .collect();
+        if let Some(p) = &e.pax_path {
+            keys.push(("path".into(), p.as_bytes().to_vec()));
+        }
+        if !keys.is_empty() {
             b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
                 .unwrap();
         }

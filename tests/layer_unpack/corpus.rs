@@ -131,6 +131,28 @@ fn cases(out: &str, esc: &str) -> Vec<Case> {
             ],
             Refused("s/sub".into()),
         ),
+        // Names hidden from a naive header check: the PAX `path` record and
+        // the GNU long-name entry are what count.
+        c(
+            "pax-path-dotdot",
+            vec![vec![file("innocent", "x").pax_path("../pax-escape")]],
+            Refused("../pax-escape".into()),
+        ),
+        c(
+            "pax-path-absolute",
+            vec![vec![file("innocent", "x").pax_path(&format!("{out}/pax-abs"))]],
+            Refused("/pax-abs".into()),
+        ),
+        c(
+            "gnu-long-name-dotdot",
+            vec![vec![file("innocent", "x").gnu_long_name(&format!("{}../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../../gnu-escape", "a/".repeat(60)))]],
+            Refused("gnu-escape".into()),
+        ),
+        c(
+            "pax-path-through-symlink",
+            vec![vec![symlink("s", out), file("innocent", "x").pax_path("s/pax-through-link")]],
+            Refused("s/pax-through-link".into()),
+        ),
         c(
             "whiteout-dotdot",
             vec![vec![file(".wh...", "")]],
