@@ -21,9 +21,11 @@ pub enum OverlayXattrs {
 }
 
 impl OverlayXattrs {
-    /// `User` unless this process runs as uid 0.
+    /// `Trusted` for real root (uid 0 in the initial user namespace),
+    /// `User` otherwise, including root inside a user namespace, where
+    /// `trusted.*` xattrs cannot be set and overlay needs `userxattr`.
     pub fn for_current_user() -> OverlayXattrs {
-        if crate::sys::fs::effective_ids().0 == 0 {
+        if crate::sys::fs::effective_ids().0 == 0 && in_initial_user_namespace() {
             OverlayXattrs::Trusted
         } else {
             OverlayXattrs::User
@@ -36,6 +38,15 @@ impl OverlayXattrs {
             OverlayXattrs::Trusted => "trusted.overlay.",
         }
     }
+}
+
+/// Whether this process's uid map is the identity over all ids, which only
+/// the initial user namespace has.
+fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+        let fields: Vec<&str> = m.split_whitespace().collect();
+        fields == ["0", "0", "4294967295"]
+    })
 }
 
 /// How whiteouts are applied.

@@ -439,6 +439,51 @@ fn unprivileged_unpack_keeps_ownership_as_metadata() {
     );
 }
 
+/// Root of a user namespace that maps only the test user: chown to the
+/// mapped id is real, to others it is refused and recorded; overlay
+/// markers use `user.overlay.*` (trusted.* is not settable there).
+#[test]
+fn root_in_a_user_namespace_chowns_what_is_mapped() {
+    let user = TestUser::get();
+    let work = user.tempdir();
+    let layer = tar(&[
+        file("mapped", "m").owner(0, 0).mode(0o4755),
+        file("unmapped", "u").owner(42, 42),
+        dir("opq").owner(0, 0),
+        file("opq/.wh..wh..opq", "").owner(0, 0),
+    ]);
+    let path = work.path().join("l.tar");
+    fs::write(&path, &layer).unwrap();
+    user.own(work.path());
+    for mode in ["flatten", "overlay"] {
+        tools::run(
+            user.command(tools::require("unshare"))
+                .args(["--user", "--map-root-user", "--"])
+                .arg(env!("CARGO_BIN_EXE_kiln"))
+                .args(["debug", "unpack", "--mode", mode])
+                .arg(&path)
+                .arg(work.path().join(mode)),
+        );
+    }
+    let flat = work.path().join("flatten");
+    let meta = Metadata::load(&layer::sidecar_path(&flat)).unwrap();
+    assert!(meta.get("mapped").is_none(), "{meta:?}");
+    let m = fs::metadata(flat.join("mapped")).unwrap();
+    assert_eq!(
+        (m.uid(), m.mode() & 0o7777),
+        (user.uid, 0o4755),
+        "container root is the test user on the host"
+    );
+    let rec = meta.get("unmapped").expect("unmapped owner recorded");
+    assert_eq!((rec.uid, rec.gid), (42, 42));
+    let opq = work.path().join("overlay/0/opq");
+    assert_eq!(
+        getxattr(&opq, "user.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(getxattr(&opq, "trusted.overlay.opaque"), None);
+}
+
 /// The busybox fixture flattened by kiln equals GNU tar's extraction of the
 /// same layer (names, kinds, modes, owners, link targets, contents).
 #[test]
