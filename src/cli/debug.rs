@@ -96,11 +96,9 @@ pub fn run(args: DebugArgs) -> Result<()> {
                     .with_context(|| format!("create {}", root.display()))?;
                 let meta_path = layer::sidecar_path(&root);
                 let mut meta = layer::Metadata::load(&meta_path)?;
-                let opts = layer::UnpackOptions {
-                    layer: file.display().to_string(),
-                    mode,
-                    expected_diff_id: None,
-                };
+                let mut opts = layer::UnpackOptions::new(file.display().to_string(), mode);
+                // Overlay: the layers already unpacked, topmost first.
+                opts.lowers = (0..n).rev().map(|i| dest.join(i.to_string())).collect();
                 let input = std::fs::File::open(file)
                     .with_context(|| format!("open {}", file.display()))?;
                 let report = layer::unpack(input, &root, &opts, &mut meta)?;

@@ -14,7 +14,7 @@ pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// A checked relative path: components that are neither empty, `.`, `..`,
 /// nor contain `/` or NUL.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RelPath(Vec<OsString>);
 
 impl RelPath {

@@ -2,7 +2,7 @@
 //! contract; the per-entry work is in `apply.rs`.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::apply::Unpacker;
 use super::compression::{Compression, Decoder};
@@ -70,6 +70,23 @@ pub struct UnpackOptions {
     /// [`LayerError::DiffIdMismatch`] (after the tree was written: callers
     /// unpack into a temp dir and discard it on error, as the store does).
     pub expected_diff_id: Option<Digest>,
+    /// `OverlayLower` only: the directories of the earlier layers, topmost
+    /// first, as they will be stacked. Used to refuse writes through their
+    /// symlinks, to give implicit parents their attributes, and to resolve
+    /// hardlinks to their files. Ignored by `Flatten`.
+    pub lowers: Vec<PathBuf>,
+}
+
+impl UnpackOptions {
+    /// Options with no expected diff_id and no lower dirs.
+    pub fn new(layer: impl Into<String>, mode: Mode) -> UnpackOptions {
+        UnpackOptions {
+            layer: layer.into(),
+            mode,
+            expected_diff_id: None,
+            lowers: Vec::new(),
+        }
+    }
 }
 
 /// What [`unpack`] found.

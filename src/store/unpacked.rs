@@ -148,13 +148,18 @@ impl Store {
         match mode {
             Mode::Flatten => match chains.last() {
                 None => Ok(Vec::new()),
-                Some(chain) => Ok(vec![self.ensure_one(chain, layers, mode)?]),
+                Some(chain) => Ok(vec![self.ensure_one(chain, layers, &[], mode)?]),
             },
-            Mode::OverlayLower(_) => chains
-                .iter()
-                .zip(layers)
-                .map(|(chain, l)| self.ensure_one(chain, std::slice::from_ref(l), mode))
-                .collect(),
+            Mode::OverlayLower(_) => {
+                let mut done: Vec<Unpacked> = Vec::with_capacity(layers.len());
+                for (chain, l) in chains.iter().zip(layers) {
+                    // The layers below, topmost first, as overlay stacks them.
+                    let lowers: Vec<PathBuf> =
+                        done.iter().rev().map(|u| u.rootfs.clone()).collect();
+                    done.push(self.ensure_one(chain, std::slice::from_ref(l), &lowers, mode)?);
+                }
+                Ok(done)
+            }
         }
     }
 
@@ -163,6 +168,7 @@ impl Store {
         &self,
         chain: &Digest,
         layers: &[LayerSource],
+        lowers: &[PathBuf],
         mode: Mode,
     ) -> Result<Unpacked, UnpackError> {
         let dir = self.unpacked_dir(chain, mode);
@@ -193,7 +199,7 @@ impl Store {
         if dir.is_dir() {
             return Ok(found(false));
         }
-        let tmp = self.unpack_into_temp(layers, mode)?;
+        let tmp = self.unpack_into_temp(layers, lowers, mode)?;
         let _store_lock = self.lock_shared()?;
         match fs::rename(&tmp.path, &dir) {
             Ok(()) => {
@@ -217,6 +223,7 @@ impl Store {
     fn unpack_into_temp(
         &self,
         layers: &[LayerSource],
+        lowers: &[PathBuf],
         mode: Mode,
     ) -> Result<TempTree, UnpackError> {
         let n = UNPACK_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -234,6 +241,7 @@ impl Store {
                 layer: l.blob.to_string(),
                 mode,
                 expected_diff_id: Some(l.diff_id.clone()),
+                lowers: lowers.to_vec(),
             };
             layer::unpack(blob, &rootfs, &opts, &mut meta).map_err(|source| {
                 UnpackError::Layer {

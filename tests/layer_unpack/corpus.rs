@@ -295,11 +295,9 @@ fn run_corpus(mode: Mode) {
                 Mode::OverlayLower(_) => sb.root.join(i.to_string()),
             };
             fs::create_dir_all(&root).unwrap();
-            let opts = UnpackOptions {
-                layer: name.clone(),
-                mode,
-                expected_diff_id: None,
-            };
+            let mut opts = UnpackOptions::new(name.clone(), mode);
+            // Overlay: the earlier layers' dirs, topmost first.
+            opts.lowers = (0..i).rev().map(|j| sb.root.join(j.to_string())).collect();
             if let Err(e) = unpack(data.as_slice(), &root, &opts, &mut meta) {
                 failing_layer = name;
                 result = Err(e);
@@ -325,14 +323,9 @@ fn run_corpus(mode: Mode) {
             let _ = fs::remove_file(&etc_probe);
             failures.push(format!("{}: wrote {}", case.name, etc_probe.display()));
         }
-        // In overlay mode each layer has its own tree, so a symlink from
-        // layer 1 is not on layer 2's path: only single-layer cases must be
-        // refused there; all must stay contained.
-        let must_refuse = match (&case.expect, mode) {
-            (Expect::Refused(_), Mode::Flatten) => true,
-            (Expect::Refused(_), Mode::OverlayLower(_)) => case.layers.len() == 1,
-            (Expect::Contained, _) => false,
-        };
+        // In overlay mode too: a symlink of an earlier layer is seen
+        // through `lowers`.
+        let must_refuse = matches!(case.expect, Expect::Refused(_));
         match (&case.expect, result) {
             (Expect::Refused(entry), Err(e)) => {
                 let msg = e.to_string();
@@ -380,6 +373,7 @@ fn contained_cases_resolve_inside_the_root() {
             layer: layer_name(&data),
             mode: Mode::Flatten,
             expected_diff_id: None,
+            lowers: Vec::new(),
         };
         unpack(data.as_slice(), &sb.root, &opts, &mut meta).unwrap();
     }

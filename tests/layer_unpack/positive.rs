@@ -21,6 +21,7 @@ fn opts(data: &[u8], mode: Mode) -> UnpackOptions {
         layer: sha256(data),
         mode,
         expected_diff_id: None,
+        lowers: Vec::new(),
     }
 }
 
@@ -33,7 +34,9 @@ fn apply(root: &Path, layers: &[Vec<Ent>], mode: Mode) -> Metadata {
             Mode::OverlayLower(_) => root.join(i.to_string()),
         };
         fs::create_dir_all(&dest).unwrap();
-        unpack(data.as_slice(), &dest, &opts(&data, mode), &mut meta).unwrap();
+        let mut o = opts(&data, mode);
+        o.lowers = (0..i).rev().map(|j| root.join(j.to_string())).collect();
+        unpack(data.as_slice(), &dest, &o, &mut meta).unwrap();
     }
     meta
 }
@@ -154,6 +157,76 @@ fn overlay_lower_whiteouts_read_by_a_real_overlay_mount() {
         .status()
         .unwrap();
     assert_eq!(seen, expected_whiteout_tree());
+}
+
+/// Overlay lower dirs see the layers below them: a hardlink to a lower
+/// file shares its inode, an implicit parent takes the lower directory's
+/// mode (the merged view shows the upper one's), and the merged mount of
+/// the lot equals the flattened tree.
+#[test]
+fn overlay_lower_reads_the_layers_below() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = OverlayXattrs::for_current_user();
+    let layers = vec![
+        vec![
+            dir("tmp").mode(0o1777),
+            file("bin/tool", "t").mode(0o755),
+            dir("usr/lib"),
+            symlink("lib", "usr/lib"),
+        ],
+        vec![
+            file("tmp/new", "n"),
+            hardlink("bin/tool2", "bin/tool"),
+            file("usr/lib/libx", "x"),
+        ],
+    ];
+    apply(tmp.path(), &layers, Mode::OverlayLower(ns));
+    let (l0, l1) = (tmp.path().join("0"), tmp.path().join("1"));
+    let md = |p: &Path| fs::symlink_metadata(p).unwrap();
+    assert_eq!(
+        md(&l1.join("tmp")).mode() & 0o7777,
+        0o1777,
+        "implicit parent copies the lower dir"
+    );
+    assert_eq!(
+        md(&l1.join("bin/tool2")).ino(),
+        md(&l0.join("bin/tool")).ino()
+    );
+    // Writing through the lower symlink `lib` is refused, as in flatten mode.
+    let bad = tar(&[file("lib/liby", "y")]);
+    fs::create_dir(tmp.path().join("2")).unwrap();
+    let mut o = opts(&bad, Mode::OverlayLower(ns));
+    o.lowers = vec![l1.clone(), l0.clone()];
+    let err = unpack(
+        bad.as_slice(),
+        &tmp.path().join("2"),
+        &o,
+        &mut Metadata::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, LayerError::Unsafe { .. }) && err.to_string().contains("lib/liby"),
+        "{err}"
+    );
+
+    let flat = tmp.path().join("flat");
+    fs::create_dir(&flat).unwrap();
+    apply(&flat, &layers, Mode::Flatten);
+    let merged = tmp.path().join("merged");
+    fs::create_dir(&merged).unwrap();
+    let lower = format!("lowerdir={}:{}", l1.display(), l0.display());
+    assert!(Command::new(tools::require("mount"))
+        .args(["-t", "overlay", "overlay", "-o", &lower])
+        .arg(&merged)
+        .status()
+        .unwrap()
+        .success());
+    let seen = shape(&merged);
+    Command::new(tools::require("umount"))
+        .arg(&merged)
+        .status()
+        .unwrap();
+    assert_eq!(seen, shape(&flat));
 }
 
 #[test]
@@ -499,6 +572,7 @@ fn busybox_matches_tar_extraction() {
         layer: image.layer.clone(),
         mode: Mode::Flatten,
         expected_diff_id: Some(Digest::parse(&image.diff_id).unwrap()),
+        lowers: Vec::new(),
     };
     let report = unpack(
         fs::File::open(&blob).unwrap(),

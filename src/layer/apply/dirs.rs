@@ -96,14 +96,29 @@ impl Unpacker<'_> {
                     cur = fd
                 }
                 Err(e) if errno(&e) == ENOENT => {
+                    let lower = self.check_lower_parent(&prefix, shown)?;
                     match sfs::mkdir_at(cur.as_fd(), comp, 0o700) {
                         Ok(()) => {
                             let fd = sfs::open_child_dir(cur.as_fd(), comp)
                                 .map_err(|e| self.io_err(shown, what(), e))?;
                             // Implicit parents: 0755 like Docker, set
-                            // explicitly so the umask does not matter.
-                            sfs::chmod_fd(fd.as_fd(), 0o755)
+                            // explicitly so the umask does not matter; over
+                            // a lower directory, that directory's attributes
+                            // (an upper directory's win in the merged view).
+                            let mode = lower.map_or(0o755, |st| st.st_mode & 0o7777);
+                            // u+rwx until the deferred pass sets the exact mode.
+                            sfs::chmod_fd(fd.as_fd(), mode | 0o700)
                                 .map_err(|e| self.io_err(shown, what(), e))?;
+                            if let Some(st) = lower {
+                                if self.privileged {
+                                    let _ = sfs::chown_fd(fd.as_fd(), st.st_uid, st.st_gid);
+                                }
+                                self.deferred.push(DeferredDir {
+                                    path: prefix.clone(),
+                                    mode,
+                                    mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+                                });
+                            }
                             cur = fd;
                         }
                         Err(e) if errno(&e) == EEXIST => {

@@ -12,6 +12,7 @@ use tar::EntryType;
 
 mod attrs;
 mod dirs;
+mod lowers;
 mod whiteouts;
 
 use super::entry_path::{marker, Marker, RelPath};
@@ -38,6 +39,8 @@ pub(crate) struct Unpacker<'a> {
     layer: String,
     mode: Mode,
     root: OwnedFd,
+    /// `OverlayLower`: the earlier layers' directories, topmost first.
+    lowers: Vec<OwnedFd>,
     meta: &'a mut Metadata,
     ids: (u32, u32),
     /// uid 0 (in whatever user namespace): chown, mknod and trusted.* xattrs
@@ -79,11 +82,22 @@ impl<'a> Unpacker<'a> {
             root: root.to_path_buf(),
             source,
         })?;
+        let mut lowers = Vec::new();
+        if let Mode::OverlayLower(_) = opts.mode {
+            for l in &opts.lowers {
+                lowers.push(sfs::open_root(l).map_err(|source| LayerError::Root {
+                    layer: opts.layer.clone(),
+                    root: l.clone(),
+                    source,
+                })?);
+            }
+        }
         let ids = sfs::effective_ids();
         Ok(Unpacker {
             layer: opts.layer.clone(),
             mode: opts.mode,
             root: root_fd,
+            lowers,
             meta,
             ids,
             privileged: ids.0 == 0,
@@ -301,43 +315,78 @@ impl<'a> Unpacker<'a> {
         let Some((tdir, tname)) = target.split_last() else {
             return Err(self.refuse(shown, "hardlink to the root directory"));
         };
-        let tparent =
-            sfs::open_dir_no_symlinks(self.root.as_fd(), &tdir.to_path()).map_err(|e| {
-                if sfs::is_escape(&e) {
-                    self.refuse(
-                        shown,
-                        format!(
-                            "hardlink target {:?} is reached through a symlink",
-                            target.display()
-                        ),
-                    )
-                } else {
+        let escape = |e: &io::Error| {
+            sfs::is_escape(e).then(|| {
+                self.refuse(
+                    shown,
+                    format!(
+                        "hardlink target {:?} is reached through a symlink",
+                        target.display()
+                    ),
+                )
+            })
+        };
+        // In this layer's tree first (always, in Flatten mode: the whole
+        // root), then in the lower layers' merged view.
+        let here = match sfs::open_dir_no_symlinks(self.root.as_fd(), &tdir.to_path()) {
+            Ok(fd) => match sfs::lstat_at(fd.as_fd(), tname) {
+                Ok(Some(st)) => Some((fd, st)),
+                Ok(None) => None,
+                Err(e) => return Err(self.io_err(shown, "stat hardlink target", e)),
+            },
+            Err(e) if matches!(errno(&e), ENOENT | ENOTDIR) => None,
+            Err(e) => {
+                return Err(escape(&e).unwrap_or_else(|| {
                     self.io_err(
                         shown,
                         format!("open hardlink target {:?}", target.display()),
                         e,
                     )
+                }))
+            }
+        };
+        let (tparent, st) = match here {
+            Some(found) => found,
+            None => match self
+                .lower_lookup(target)
+                .map_err(|e| self.io_err(shown, "look up earlier layers", e))?
+            {
+                lowers::Lower::Found { layer, st } => {
+                    let fd = sfs::open_dir_no_symlinks(self.lowers[layer].as_fd(), &tdir.to_path())
+                        .map_err(|e| {
+                            escape(&e).unwrap_or_else(|| {
+                                self.io_err(shown, "open hardlink target in an earlier layer", e)
+                            })
+                        })?;
+                    (fd, st)
                 }
-            })?;
-        match sfs::lstat_at(tparent.as_fd(), tname) {
-            Ok(Some(st)) if sfs::is_dir(&st) => {
-                return Err(self.refuse(shown, "hardlink to a directory"));
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(self.io_err(
-                    shown,
-                    format!(
-                        "hardlink target {:?} (in this layer's tree)",
-                        target.display()
-                    ),
-                    io::Error::from_raw_os_error(ENOENT),
-                ))
-            }
-            Err(e) => return Err(self.io_err(shown, "stat hardlink target", e)),
+                lowers::Lower::Blocked { .. } => {
+                    return Err(self.refuse(
+                        shown,
+                        format!(
+                            "hardlink target {:?} is reached through a symlink",
+                            target.display()
+                        ),
+                    ))
+                }
+                lowers::Lower::Absent => {
+                    return Err(self.io_err(
+                        shown,
+                        format!("hardlink target {:?}", target.display()),
+                        io::Error::from_raw_os_error(ENOENT),
+                    ))
+                }
+            },
+        };
+        if sfs::is_dir(&st) {
+            return Err(self.refuse(shown, "hardlink to a directory"));
         }
-        sfs::hardlink_at(tparent.as_fd(), tname, parent, name)
-            .map_err(|e| self.io_err(shown, format!("link to {:?}", target.display()), e))?;
+        sfs::hardlink_at(tparent.as_fd(), tname, parent, name).map_err(|e| LayerError::Entry {
+            layer: self.layer.clone(),
+            entry: shown.to_string(),
+            what: format!("link to {:?}", target.display()),
+            source: e,
+        })?;
         // The name shares the target's inode and so its metadata record.
         if let Some(rec) = self.meta.get(&target.display()).cloned() {
             self.meta.insert(Record {
