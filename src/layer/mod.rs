@@ -13,11 +13,15 @@
 //!   that mknod, a zero-size file with `<ns>.overlay.whiteout` in a directory
 //!   marked `<ns>.overlay.opaque=x` (Linux ≥ 6.7); `.wh..wh..opq` becomes
 //!   `<ns>.overlay.opaque=y` on the directory, where `<ns>` is `user` (mount
-//!   with `userxattr`) or `trusted` (real root), see [`OverlayXattrs`]. A
-//!   hardlink must point inside the same layer (tar writers never do
-//!   otherwise). Parent symlinks from lower layers are not visible here; the
-//!   merged view is resolved by the kernel inside the mount, so they cannot
-//!   lead out of it.
+//!   with `userxattr`) or `trusted` (real root), see [`OverlayXattrs`].
+//!   Given the lower dirs (`UnpackOptions::lowers`), a layer is read against
+//!   their merged view as overlayfs shows it: writing through a symlink of a
+//!   lower layer is refused (as in `Flatten`), a parent directory the layer
+//!   does not list takes the lower directory's mode, owner and times (the
+//!   upper copy is what the merged view shows), and a hardlink may name a
+//!   lower file (linked, same inode). A directory that replaces a whiteout
+//!   or is whited out in its own layer is marked opaque. Tar-supplied
+//!   `*.overlay.*` xattrs are dropped in both modes.
 //!
 //! What could not be applied (owner ids as non-root, stripped mode bits,
 //! xattrs, devices) is kept in a [`Metadata`] sidecar; see `metadata.rs`

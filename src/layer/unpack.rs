@@ -124,7 +124,9 @@ pub enum WhiteoutFormat {
 /// hardlink whose target is outside the root or reached through any symlink,
 /// or a whiteout of `.`/`..`, fails the whole unpack with
 /// [`LayerError::Unsafe`] naming the layer and the entry; nothing outside
-/// `root` is ever written. Leaves are created and changed without following
+/// `root` is ever written. A relative symlink that stays inside the root
+/// (`lib -> usr/lib`) may be a parent, as in containerd; an absolute one
+/// (`lib -> /usr/lib`) may not, since on the host it names the host's path. Leaves are created and changed without following
 /// symlinks. The tree may be left half-applied on error: unpack into a
 /// scratch directory and discard it on failure.
 ///
