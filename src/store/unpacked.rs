@@ -200,23 +200,32 @@ impl Store {
             return Ok(found(false));
         }
         let tmp = self.unpack_into_temp(layers, lowers, mode)?;
+        let fresh = self.commit_tree(tmp, &dir)?;
+        if fresh {
+            tracing::debug!(chain = %chain, dir = %dir.display(), "unpacked");
+        }
+        Ok(found(fresh))
+    }
+
+    /// Renames a finished scratch tree to `dir` under the shared store lock.
+    /// `Ok(true)`: ours is in place; `Ok(false)`: another writer's complete
+    /// tree was already there (a race the lock file should have prevented),
+    /// and ours was discarded.
+    fn commit_tree(&self, tmp: TempTree, dir: &Path) -> Result<bool, StoreError> {
         let _store_lock = self.lock_shared()?;
-        match fs::rename(&tmp.path, &dir) {
+        match fs::rename(&tmp.path, dir) {
             Ok(()) => {
                 let mut tmp = tmp;
                 tmp.armed = false;
-                self.sync_dir(&kind_root)?;
-                tracing::debug!(chain = %chain, dir = %dir.display(), "unpacked");
-                Ok(found(true))
+                self.sync_dir(dir.parent().unwrap_or(&self.root))?;
+                Ok(true)
             }
-            // Lost a race the lock file should have prevented: keep theirs.
-            Err(_) if dir.is_dir() => Ok(found(false)),
-            Err(e) => Err(self
-                .io(
-                    format!("rename {} to {}", tmp.path.display(), dir.display()),
-                    e,
-                )
-                .into()),
+            // rename(2) refuses to replace a non-empty directory: theirs stays.
+            Err(_) if dir.is_dir() => Ok(false),
+            Err(e) => Err(self.io(
+                format!("rename {} to {}", tmp.path.display(), dir.display()),
+                e,
+            )),
         }
     }
 
@@ -274,6 +283,28 @@ fn nanos() -> u128 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The loser of a rename race keeps the winner's tree and leaves no
+    /// scratch behind.
+    #[test]
+    fn rename_loser_discards_its_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let (blob, _) = store.put_bytes(&[0u8; 1024]).unwrap();
+        let layer = LayerSource {
+            blob,
+            diff_id: Digest::of_bytes(&[0u8; 1024]),
+        };
+        let dir = store.unpacked_dir(&layer.diff_id, Mode::Flatten);
+        fs::create_dir_all(dir.join("rootfs")).unwrap();
+        fs::write(dir.join("rootfs/winner"), "w").unwrap();
+        let tmp = store
+            .unpack_into_temp(std::slice::from_ref(&layer), &[], Mode::Flatten)
+            .unwrap();
+        assert!(!store.commit_tree(tmp, &dir).unwrap());
+        assert!(dir.join("rootfs/winner").is_file());
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
 
     #[test]
     fn chain_id_formula() {
