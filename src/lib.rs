@@ -6,6 +6,7 @@ pub mod context;
 pub mod exec;
 pub mod frontend;
 pub mod image;
+pub mod layer;
 pub mod plan;
 pub mod registry;
 pub mod snapshot;

@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod harness;
 mod images;
+mod layer_unpack;
 mod registry_remote;
 mod sandbox;
 mod support;

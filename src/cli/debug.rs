@@ -10,6 +10,7 @@ use kiln::frontend::ast::dump_nodes;
 use kiln::frontend::parser::parse;
 use kiln::frontend::patternmatcher::PatternMatcher;
 use kiln::frontend::shell::{EnvList, Lexer};
+use kiln::layer;
 
 #[derive(Debug, clap::Args)]
 pub struct DebugArgs {
@@ -41,6 +42,14 @@ pub enum DebugCommand {
     },
     /// Run one command in the sandbox (rootless namespaces or chroot).
     Run(Box<super::run_debug::RunArgs>),
+    /// Apply layer files to DEST (flatten) or unpack each into DEST/<n> (overlay),
+    /// ownership metadata going to DEST.kiln-meta.jsonl (DEST/<n>.kiln-meta.jsonl).
+    Unpack {
+        #[arg(long, value_parser = ["flatten", "overlay"], default_value = "flatten")]
+        mode: String,
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 pub fn run(args: DebugArgs) -> Result<()> {
@@ -74,6 +83,36 @@ pub fn run(args: DebugArgs) -> Result<()> {
                     .matches_or_parent_matches(p)
                     .with_context(|| format!("match {p:?}"))?;
                 println!("{}", if hit { "match" } else { "nomatch" });
+            }
+        }
+        DebugCommand::Unpack { mode, mut paths } => {
+            let dest = paths.pop().context("no destination")?;
+            for (n, file) in paths.iter().enumerate() {
+                let (root, mode) = match mode.as_str() {
+                    "overlay" => (
+                        dest.join(n.to_string()),
+                        layer::Mode::OverlayLower(layer::OverlayXattrs::for_current_user()),
+                    ),
+                    _ => (dest.clone(), layer::Mode::Flatten),
+                };
+                std::fs::create_dir_all(&root)
+                    .with_context(|| format!("create {}", root.display()))?;
+                let meta_path = layer::sidecar_path(&root);
+                let mut meta = layer::Metadata::load(&meta_path)?;
+                let mut opts = layer::UnpackOptions::new(file.display().to_string(), mode);
+                // Overlay: the layers already unpacked, topmost first.
+                opts.lowers = (0..n).rev().map(|i| dest.join(i.to_string())).collect();
+                let input = std::fs::File::open(file)
+                    .with_context(|| format!("open {}", file.display()))?;
+                let report = layer::unpack(input, &root, &opts, &mut meta)?;
+                meta.save(&meta_path)?;
+                println!(
+                    "{} {} {:?} {:?}",
+                    file.display(),
+                    report.diff_id,
+                    report.compression,
+                    report.whiteouts
+                );
             }
         }
     }

@@ -26,6 +26,24 @@ pub enum Compression {
     Zstd,
 }
 
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+impl Compression {
+    /// Classifies a blob by its first bytes (media types lie: docker-archive
+    /// layers, `import` input). A tar starts with a file name, which cannot
+    /// begin with either magic in practice, so anything else is a plain tar.
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&GZIP_MAGIC) {
+            Compression::Gzip
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
 /// True for an OCI index or a Docker manifest list (a per-platform fan-out).
 pub fn is_index(mt: &str) -> bool {
     mt == OCI_INDEX || mt == DOCKER_MANIFEST_LIST

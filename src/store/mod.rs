@@ -23,6 +23,7 @@ mod names;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+mod unpacked;
 
 use std::fs;
 use std::io::{self, Read};
@@ -34,6 +35,7 @@ pub use digest::Digest;
 pub use error::StoreError;
 pub use gc::{GcOptions, GcReport, DEFAULT_GRACE};
 pub use names::{Descriptor, REF_NAME_ANNOTATION};
+pub use unpacked::{chain_ids, LayerSource, UnpackError, Unpacked};
 
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_VERSION: &str = "1.0.0";

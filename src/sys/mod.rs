@@ -1,8 +1,10 @@
-//! The only place with `unsafe` and raw `libc` calls: namespaces, mounts,
-//! processes. Each unsafe block says why it is sound.
+//! The kernel interface: the only module allowed `unsafe` and raw `libc`
+//! calls (namespaces, mounts, processes, filesystem `*at` calls). Each unsafe
+//! block carries a `// SAFETY:` comment; everything else calls these wrappers.
 #![allow(unsafe_code)]
 
 pub mod ffi;
+pub mod fs;
 pub mod mount;
 pub mod ns;
 pub mod proc;

@@ -23,7 +23,7 @@ use super::archive_in::{store_json, ArchiveContents};
 use super::local::{normalize_name, StoredImage};
 use super::location::ArchiveSelector;
 use super::oci::{append_bytes, header, read_or_write};
-use super::stream::{decompress_as, sniff, HashReader};
+use super::stream::{decompress_as, HashReader};
 use super::TransportError;
 
 /// One entry of `manifest.json`.
@@ -150,7 +150,7 @@ fn append_layer<W: Write>(
                 .open_blob(&layer.digest)?
                 .read(&mut head)
                 .map_err(write_err)?;
-            sniff(&head[..n])
+            Compression::detect(&head[..n])
         }
     };
     if compression == Compression::None {
@@ -316,7 +316,7 @@ fn stored_layer(
             what: format!("read layer {digest}"),
             source: e,
         })?;
-    let compression = sniff(&head[..n]);
+    let compression = Compression::detect(&head[..n]);
     let got = if compression == Compression::None {
         digest.clone()
     } else {

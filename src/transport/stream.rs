@@ -1,4 +1,4 @@
-//! Streaming helpers: hashing readers/writers and compression sniffing, so
+//! Streaming helpers: hashing readers and decompression, so
 //! every layer is processed in one pass and never held whole in memory.
 
 use std::io::{self, BufRead, BufReader, Read};
@@ -45,22 +45,10 @@ fn digest_from(sha: Sha256) -> Digest {
     Digest::parse(&format!("sha256:{hex}")).unwrap_or_else(|_| Digest::of_bytes(b""))
 }
 
-/// The compression of a stream, from its first bytes (gzip `1f 8b`, zstd
-/// `28 b5 2f fd`); anything else is taken as a plain tar.
-pub(crate) fn sniff(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
-}
-
 /// Wraps `r` in the decompressor its first bytes call for.
 pub(crate) fn decompressed<'a>(r: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
     let mut r = BufReader::with_capacity(64 * 1024, r);
-    let kind = sniff(r.fill_buf()?);
+    let kind = Compression::detect(r.fill_buf()?);
     decompress_as(r, kind)
 }
 
@@ -72,9 +60,6 @@ pub(crate) fn decompress_as<'a>(
     Ok(match kind {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Compression::Zstd => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(r)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
-        ),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
     })
 }

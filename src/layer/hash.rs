@@ -1,0 +1,38 @@
+//! sha256 of the decompressed layer stream (the diff_id), computed while the
+//! tar reader consumes it.
+
+use std::io::{self, Read};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::store::Digest;
+
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Reads what is left (a tar reader stops at the end-of-archive blocks,
+    /// but the diff_id covers every byte), then returns the inner reader and
+    /// the digest.
+    pub fn finish(mut self) -> io::Result<(R, Digest)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((self.inner, Digest::from_hasher(self.hasher)))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}

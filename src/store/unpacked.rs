@@ -1,0 +1,318 @@
+//! Unpacked layers, stored once per chain id and shared read-only by builds.
+//!
+//! ```text
+//! <root>/unpacked/<kind>/<chain-id hex>/rootfs/      the tree
+//! <root>/unpacked/<kind>/<chain-id hex>/meta.jsonl   layer::Metadata sidecar
+//! <root>/unpacked/locks/<kind>-<chain-id hex>.lock   flock: one unpacker per chain id
+//! ```
+//!
+//! `<kind>` is `flat` (the whole chain flattened into one root filesystem),
+//! `overlay-user` or `overlay-trusted` (one layer per directory, whiteouts in
+//! overlayfs form with `user.overlay.*` or `trusted.overlay.*` xattrs; see
+//! `layer`).
+//!
+//! Discipline: a tree is unpacked into `<root>/tmp/`, made durable with
+//! `syncfs`, and renamed into place while holding the store's shared lock
+//! (so a collector holding the exclusive lock never sees it half-moved). A
+//! per-chain-id lock file makes a second process wait and then reuse the
+//! first one's result instead of unpacking again; should two still race
+//! (say a lock file was removed), the rename loser discards its copy. A
+//! directory under `unpacked/<kind>/` is therefore always complete.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{Digest, Store, StoreError};
+use crate::layer::{self, LayerError, Metadata, Mode, OverlayXattrs, UnpackOptions};
+use crate::sys::fs as sfs;
+
+static UNPACK_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A layer as an image describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerSource {
+    /// Digest of the (possibly compressed) blob in the store.
+    pub blob: Digest,
+    /// Digest of the uncompressed tar (`rootfs.diff_ids` in the config).
+    pub diff_id: Digest,
+}
+
+/// One unpacked tree in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unpacked {
+    pub chain_id: Digest,
+    /// The tree (the root filesystem, or one overlay lower dir).
+    pub rootfs: PathBuf,
+    /// Its [`layer::Metadata`] sidecar (may be empty).
+    pub metadata: PathBuf,
+    /// Whether this call unpacked it (false: it was already there).
+    pub fresh: bool,
+}
+
+/// Errors of [`Store::ensure_unpacked`].
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("store {root}: unpack: {source}")]
+    Layer {
+        root: PathBuf,
+        #[source]
+        source: LayerError,
+    },
+}
+
+/// OCI chain ids: `chain(L0) = diff_id(L0)`,
+/// `chain(Ln) = sha256(chain(Ln-1) + " " + diff_id(Ln))`.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::from_hasher(Sha256::new_with_prefix(format!("{prev} {d}"))),
+        };
+        out.push(next);
+    }
+    out
+}
+
+fn kind_dir(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Flatten => "flat",
+        Mode::OverlayLower(OverlayXattrs::User) => "overlay-user",
+        Mode::OverlayLower(OverlayXattrs::Trusted) => "overlay-trusted",
+    }
+}
+
+/// A scratch directory under `<root>/tmp`, removed on drop unless persisted.
+struct TempTree {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempTree {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = remove_tree(&self.path) {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove unpack scratch directory");
+            }
+        }
+    }
+}
+
+/// Removes a tree that may hold read-only directories, without following
+/// symlinks.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let dir = sfs::open_root(parent)?;
+    sfs::remove_at(dir.as_fd(), name)
+}
+
+impl Store {
+    fn unpacked_root(&self) -> PathBuf {
+        self.root.join("unpacked")
+    }
+
+    /// Where the tree for `chain_id` in `mode` lives (whether or not it exists).
+    pub fn unpacked_dir(&self, chain_id: &Digest, mode: Mode) -> PathBuf {
+        self.unpacked_root()
+            .join(kind_dir(mode))
+            .join(chain_id.hex())
+    }
+
+    /// Makes sure the layers are unpacked, reading blobs from this store.
+    ///
+    /// `Mode::Flatten`: one tree, the whole chain applied in order, keyed by
+    /// the last chain id; returns one element (none for no layers).
+    /// `Mode::OverlayLower`: one tree per layer keyed by its chain id, in
+    /// order (lowest first); returns one element per layer.
+    ///
+    /// Idempotent and safe to call concurrently from threads and processes.
+    /// Each blob is verified (digest of the compressed bytes) and each
+    /// layer's decompressed stream must hash to its `diff_id`, else nothing
+    /// is stored. Refuses unsafe layers (see [`layer::unpack`]).
+    pub fn ensure_unpacked(
+        &self,
+        layers: &[LayerSource],
+        mode: Mode,
+    ) -> Result<Vec<Unpacked>, UnpackError> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let chains = chain_ids(&diff_ids);
+        match mode {
+            Mode::Flatten => match chains.last() {
+                None => Ok(Vec::new()),
+                Some(chain) => Ok(vec![self.ensure_one(chain, layers, &[], mode)?]),
+            },
+            Mode::OverlayLower(_) => {
+                let mut done: Vec<Unpacked> = Vec::with_capacity(layers.len());
+                for (chain, l) in chains.iter().zip(layers) {
+                    // The layers below, topmost first, as overlay stacks them.
+                    let lowers: Vec<PathBuf> =
+                        done.iter().rev().map(|u| u.rootfs.clone()).collect();
+                    done.push(self.ensure_one(chain, std::slice::from_ref(l), &lowers, mode)?);
+                }
+                Ok(done)
+            }
+        }
+    }
+
+    /// Unpacks `layers` (in order) into the tree for `chain` unless present.
+    fn ensure_one(
+        &self,
+        chain: &Digest,
+        layers: &[LayerSource],
+        lowers: &[PathBuf],
+        mode: Mode,
+    ) -> Result<Unpacked, UnpackError> {
+        let dir = self.unpacked_dir(chain, mode);
+        let found = |fresh| Unpacked {
+            chain_id: chain.clone(),
+            rootfs: dir.join("rootfs"),
+            metadata: dir.join("meta.jsonl"),
+            fresh,
+        };
+        if dir.is_dir() {
+            return Ok(found(false));
+        }
+        let kind_root = dir.parent().unwrap_or(&self.root).to_path_buf();
+        let locks = self.unpacked_root().join("locks");
+        for d in [&kind_root, &locks] {
+            fs::create_dir_all(d).map_err(|e| self.io(format!("create {}", d.display()), e))?;
+        }
+        let lock_path = locks.join(format!("{}-{}.lock", kind_dir(mode), chain.hex()));
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| self.io(format!("open {}", lock_path.display()), e))?;
+        lock.lock()
+            .map_err(|e| self.io(format!("lock {}", lock_path.display()), e))?;
+        if dir.is_dir() {
+            return Ok(found(false));
+        }
+        let tmp = self.unpack_into_temp(layers, lowers, mode)?;
+        let fresh = self.commit_tree(tmp, &dir)?;
+        if fresh {
+            tracing::debug!(chain = %chain, dir = %dir.display(), "unpacked");
+        }
+        Ok(found(fresh))
+    }
+
+    /// Renames a finished scratch tree to `dir` under the shared store lock.
+    /// `Ok(true)`: ours is in place; `Ok(false)`: another writer's complete
+    /// tree was already there (a race the lock file should have prevented),
+    /// and ours was discarded.
+    fn commit_tree(&self, tmp: TempTree, dir: &Path) -> Result<bool, StoreError> {
+        let _store_lock = self.lock_shared()?;
+        match fs::rename(&tmp.path, dir) {
+            Ok(()) => {
+                let mut tmp = tmp;
+                tmp.armed = false;
+                self.sync_dir(dir.parent().unwrap_or(&self.root))?;
+                Ok(true)
+            }
+            // rename(2) refuses to replace a non-empty directory: theirs stays.
+            Err(_) if dir.is_dir() => Ok(false),
+            Err(e) => Err(self.io(
+                format!("rename {} to {}", tmp.path.display(), dir.display()),
+                e,
+            )),
+        }
+    }
+
+    fn unpack_into_temp(
+        &self,
+        layers: &[LayerSource],
+        lowers: &[PathBuf],
+        mode: Mode,
+    ) -> Result<TempTree, UnpackError> {
+        let n = UNPACK_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .tmp_dir()
+            .join(format!("unpack-{}-{n}-{}", std::process::id(), nanos()));
+        fs::create_dir(&path).map_err(|e| self.io(format!("create {}", path.display()), e))?;
+        let tmp = TempTree { path, armed: true };
+        let rootfs = tmp.path.join("rootfs");
+        fs::create_dir(&rootfs).map_err(|e| self.io(format!("create {}", rootfs.display()), e))?;
+        let mut meta = Metadata::default();
+        for l in layers {
+            let blob = self.open_blob(&l.blob)?;
+            let opts = UnpackOptions {
+                layer: l.blob.to_string(),
+                mode,
+                expected_diff_id: Some(l.diff_id.clone()),
+                lowers: lowers.to_vec(),
+            };
+            layer::unpack(blob, &rootfs, &opts, &mut meta).map_err(|source| {
+                UnpackError::Layer {
+                    root: self.root.clone(),
+                    source,
+                }
+            })?;
+        }
+        let meta_path = tmp.path.join("meta.jsonl");
+        meta.save(&meta_path).map_err(|source| UnpackError::Layer {
+            root: self.root.clone(),
+            source,
+        })?;
+        let fd = sfs::open_root(&tmp.path)
+            .map_err(|e| self.io(format!("open {}", tmp.path.display()), e))?;
+        sfs::sync_filesystem(fd.as_fd())
+            .map_err(|e| self.io(format!("syncfs {}", tmp.path.display()), e))?;
+        Ok(tmp)
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The loser of a rename race keeps the winner's tree and leaves no
+    /// scratch behind.
+    #[test]
+    fn rename_loser_discards_its_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let (blob, _) = store.put_bytes(&[0u8; 1024]).unwrap();
+        let layer = LayerSource {
+            blob,
+            diff_id: Digest::of_bytes(&[0u8; 1024]),
+        };
+        let dir = store.unpacked_dir(&layer.diff_id, Mode::Flatten);
+        fs::create_dir_all(dir.join("rootfs")).unwrap();
+        fs::write(dir.join("rootfs/winner"), "w").unwrap();
+        let tmp = store
+            .unpack_into_temp(std::slice::from_ref(&layer), &[], Mode::Flatten)
+            .unwrap();
+        assert!(!store.commit_tree(tmp, &dir).unwrap());
+        assert!(dir.join("rootfs/winner").is_file());
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn chain_id_formula() {
+        let a = Digest::of_bytes(b"a");
+        let b = Digest::of_bytes(b"b");
+        let chains = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chains[0], a);
+        assert_eq!(chains[1], Digest::of_bytes(format!("{a} {b}").as_bytes()));
+        assert!(chain_ids(&[]).is_empty());
+    }
+}
