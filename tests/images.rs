@@ -920,3 +920,51 @@ fn dangling_images_show_as_none_and_prune_removes_them() {
     assert_eq!(f.ok(&["images", "-q"]).lines().count(), 2);
     f.check_clean();
 }
+
+#[test]
+fn prune_removes_unpacked_trees_no_name_uses() {
+    use kiln::layer::Mode;
+    use kiln::store::LayerSource;
+    let f = Fixture::new();
+    let store = f.store();
+    let (_, entry) = transport::find_image(&store, "busybox").unwrap();
+    let layers: Vec<LayerSource> = entry
+        .image
+        .manifest
+        .layers
+        .iter()
+        .zip(&entry.image.config.rootfs.diff_ids)
+        .map(|(l, d)| LayerSource {
+            blob: l.digest.clone(),
+            diff_id: d.clone(),
+        })
+        .collect();
+    let flat = store.ensure_unpacked(&layers, Mode::Flatten).unwrap();
+    let tree = flat[0].rootfs.parent().unwrap().to_path_buf();
+    assert!(tree.join("rootfs/bin/busybox").is_file());
+
+    // Named: prune keeps the tree.
+    let out = f.ok(&["prune", "-f"]);
+    assert!(tree.is_dir(), "{out}");
+    // A held per-chain lock (a build using it) keeps it even when unnamed.
+    let lock_path = f
+        .root
+        .join("unpacked/locks")
+        .join(format!("flat-{}.lock", flat[0].chain_id.hex()));
+    let lock = fs::File::open(&lock_path).unwrap();
+    lock.lock_shared().unwrap();
+    f.ok(&["rmi", "busybox"]);
+    age_blobs(&f.root);
+    f.ok(&["prune", "-f"]);
+    assert!(tree.is_dir(), "a tree in use must survive prune");
+    drop(lock);
+    // Unnamed and unused: gone, and its bytes are counted.
+    let out = f.ok(&["prune", "-f"]);
+    assert!(!tree.exists(), "{out}");
+    let reclaimed = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Total reclaimed space: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_ne!(reclaimed, "0B", "{out}");
+    f.check_clean();
+}

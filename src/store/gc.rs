@@ -197,24 +197,8 @@ impl Store {
         Ok(report)
     }
 
-    /// HOOK for unpacked layers (`<root>/unpacked/`, keyed by chain id),
-    /// whose layout belongs to the layer store: entries whose chain id no
-    /// named image uses (or all, with `all`) should be removed here, under
-    /// the lock `gc` holds. Until that store exists this reclaims nothing.
-    fn prune_unpacked(
-        &self,
-        _referenced: &BTreeSet<Digest>,
-        _all: bool,
-    ) -> Result<u64, StoreError> {
-        let dir = self.root.join("unpacked");
-        if dir.exists() {
-            tracing::debug!("{}: unpacked layers are not pruned yet", dir.display());
-        }
-        Ok(0)
-    }
-
     /// Every blob reachable from a name. Caller holds the lock.
-    fn referenced(&self) -> Result<BTreeSet<Digest>, StoreError> {
+    pub(super) fn referenced(&self) -> Result<BTreeSet<Digest>, StoreError> {
         let path = self.index_path();
         let index: serde_json::Value = match fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::Json {

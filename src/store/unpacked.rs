@@ -89,6 +89,120 @@ fn kind_dir(mode: Mode) -> &'static str {
     }
 }
 
+impl Store {
+    /// Removes unpacked trees whose chain id no image in `referenced` (the
+    /// blobs reachable from names; configs among them give the diff_ids)
+    /// uses, or every tree with `all`. Returns the bytes freed. Called by
+    /// `gc` under the exclusive store lock; a tree whose per-chain lock is
+    /// held (being unpacked, or used by a build that holds it shared) is
+    /// skipped. A tree is first renamed into `tmp/` so it vanishes from
+    /// `unpacked/` atomically, then deleted.
+    pub(super) fn prune_unpacked(
+        &self,
+        referenced: &std::collections::BTreeSet<Digest>,
+        all: bool,
+    ) -> Result<u64, StoreError> {
+        let mut keep = std::collections::BTreeSet::new();
+        if !all {
+            for d in referenced {
+                if let Some(diff_ids) = self.config_diff_ids(d) {
+                    keep.extend(
+                        chain_ids(&diff_ids)
+                            .into_iter()
+                            .map(|c| c.hex().to_string()),
+                    );
+                }
+            }
+        }
+        let mut freed = 0;
+        for mode in [
+            Mode::Flatten,
+            Mode::OverlayLower(OverlayXattrs::User),
+            Mode::OverlayLower(OverlayXattrs::Trusted),
+        ] {
+            let kind_root = self.unpacked_root().join(kind_dir(mode));
+            let Ok(entries) = fs::read_dir(&kind_root) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let hex = entry.file_name().to_string_lossy().into_owned();
+                if keep.contains(&hex) {
+                    continue;
+                }
+                let lock_path = self
+                    .unpacked_root()
+                    .join("locks")
+                    .join(format!("{}-{hex}.lock", kind_dir(mode)));
+                let lock = match OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&lock_path)
+                {
+                    Ok(f) => f,
+                    Err(e) => return Err(self.io(format!("open {}", lock_path.display()), e)),
+                };
+                if lock.try_lock().is_err() {
+                    tracing::debug!(tree = %entry.path().display(), "in use; not pruned");
+                    continue;
+                }
+                let n = UNPACK_COUNTER.fetch_add(1, Ordering::Relaxed);
+                let doomed =
+                    self.tmp_dir()
+                        .join(format!("prune-{}-{n}-{}", std::process::id(), nanos()));
+                if let Err(e) = fs::rename(entry.path(), &doomed) {
+                    return Err(self.io(format!("move {} away", entry.path().display()), e));
+                }
+                freed += tree_size(&doomed);
+                drop(TempTree {
+                    path: doomed,
+                    armed: true,
+                });
+                // The lock file goes too, while we still hold it.
+                let _ = fs::remove_file(&lock_path);
+            }
+        }
+        Ok(freed)
+    }
+
+    /// The diff_ids of `d` if it is a small JSON blob with `rootfs.diff_ids`.
+    fn config_diff_ids(&self, d: &Digest) -> Option<Vec<Digest>> {
+        let path = self.blob_path(d);
+        if fs::metadata(&path).ok()?.len() > 4 << 20 {
+            return None;
+        }
+        let bytes = fs::read(&path).ok()?;
+        if bytes.first() != Some(&b'{') {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let ids = v.get("rootfs")?.get("diff_ids")?.as_array()?;
+        ids.iter()
+            .map(|s| s.as_str().and_then(|s| Digest::parse(s).ok()))
+            .collect()
+    }
+}
+
+/// Bytes of regular files under `dir` (not following symlinks).
+fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => todo.push(e.path()),
+                Ok(m) if m.is_file() => total += m.len(),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 /// A scratch directory under `<root>/tmp`, removed on drop unless persisted.
 struct TempTree {
     path: PathBuf,
