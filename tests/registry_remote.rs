@@ -749,3 +749,66 @@ fn retries_5xx_and_resets_then_gives_up() {
         .count();
     assert_eq!(tries, 4, "{:?}", down.seen());
 }
+
+/// Two kiln processes pulling (the same blobs under different names) and
+/// tagging into one store at once leave it consistent.
+#[test]
+fn concurrent_pulls_and_tags_keep_the_store_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = busybox_layout(&tmp.path().join("layout"), "1");
+    let reg = Registry::start();
+    let addr = reg.addr();
+    for repo in ["a", "b"] {
+        skopeo_push(&image.reference(), &format!("{addr}/conc/{repo}:1"), false);
+    }
+    let kiln = Kiln::new(tmp.path());
+    kiln.store();
+    let workers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|repo| {
+            let script = format!(
+                "for i in 1 2 3 4 5 6; do \
+                   \"$KILN\" --root \"$ROOT\" pull -q {addr}/conc/{repo}:1 >/dev/null || exit 1; \
+                   \"$KILN\" --root \"$ROOT\" tag {addr}/conc/{repo}:1 local/{repo}:$i || exit 2; \
+                   \"$KILN\" --root \"$ROOT\" rmi {addr}/conc/{repo}:1 >/dev/null || exit 3; \
+                 done"
+            );
+            Command::new("sh")
+                .args(["-c", &script])
+                .env("KILN", env!("CARGO_BIN_EXE_kiln"))
+                .env("ROOT", &kiln.root)
+                .env("DOCKER_CONFIG", &kiln.docker_config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "worker failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let check = kiln.ok(&["system", "check"]);
+    assert!(
+        !check.contains("corrupt") && !check.contains("dangling"),
+        "{check}"
+    );
+    let images = kiln.ok(&["images", "--format", "json"]);
+    assert_eq!(images.lines().count(), 12, "{images}");
+    for repo in ["a", "b"] {
+        for i in 1..=6 {
+            assert_eq!(
+                kiln.resolve(&format!("docker.io/local/{repo}:{i}"))
+                    .digest
+                    .as_str(),
+                image.manifest
+            );
+        }
+    }
+}
