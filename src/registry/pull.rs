@@ -7,9 +7,6 @@
 //! blob is never held whole in memory and never trusted unverified. Blobs are
 //! stored exactly as served (gzip, zstd or plain tar): unpacking is separate.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-
 use crate::image::{self, media_types, Index, Manifest};
 use crate::plan::platform::Platform;
 use crate::store::{Descriptor, Digest, Store, StoreError};
@@ -187,32 +184,9 @@ fn download_all(
     jobs: usize,
     progress: &Progress,
 ) -> Result<(), RegistryError> {
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let workers = jobs.clamp(1, blobs.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((kind, desc)) = blobs.get(i) else {
-                    return;
-                };
-                if let Err(e) = download(client, store, repo, kind, desc, progress) {
-                    if let Ok(mut f) = failure.lock() {
-                        f.get_or_insert(e);
-                    }
-                    return;
-                }
-            });
-        }
-    });
-    match failure.into_inner() {
-        Ok(Some(e)) => Err(e),
-        _ => Ok(()),
-    }
+    super::parallel::for_each(blobs, jobs, |(kind, desc)| {
+        download(client, store, repo, kind, desc, progress)
+    })
 }
 
 fn download(

@@ -172,32 +172,7 @@ impl Ctx<'_> {
     }
 
     fn parallel(&self, layers: &[&Descriptor]) -> Result<(), RegistryError> {
-        let next = AtomicUsize::new(0);
-        let failure: Mutex<Option<RegistryError>> = Mutex::new(None);
-        let workers = self.jobs.clamp(1, layers.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| loop {
-                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(desc) = layers.get(i) else {
-                        return;
-                    };
-                    if let Err(e) = self.push_blob("blob", desc) {
-                        if let Ok(mut f) = failure.lock() {
-                            f.get_or_insert(e);
-                        }
-                        return;
-                    }
-                });
-            }
-        });
-        match failure.into_inner() {
-            Ok(Some(e)) => Err(e),
-            _ => Ok(()),
-        }
+        super::parallel::for_each(layers, self.jobs, |desc| self.push_blob("blob", desc))
     }
 
     /// HEAD, else mount from a repository known to hold it, else upload.
