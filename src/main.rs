@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         let code = kiln::exec::sandbox_main();
         return ExitCode::from(u8::try_from(code).unwrap_or(255));
     }
+    kiln::sys::proc::default_sigpipe();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -197,6 +197,17 @@ pub fn set_parent_death_signal(sig: i32) -> io::Result<()> {
     check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })
 }
 
+/// Restores SIGPIPE's default action (the Rust runtime ignores it), so a
+/// CLI whose output goes to a closed pipe (`kiln images | head -1`) ends
+/// quietly like other Unix tools instead of panicking in `println!`.
+pub fn default_sigpipe() {
+    // SAFETY: installs the kernel's default disposition; no handler code runs
+    // and no Rust state is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// `getppid()`.
 pub fn parent_pid() -> libc::pid_t {
     // SAFETY: getppid cannot fail.
