@@ -548,7 +548,7 @@ fn source_date_epoch_makes_digests_reproducible() {
         let (bytes, _) = tar_bytes(&changes, &clamped);
         // Older mtimes are kept: BuildKit's min(mtime, epoch).
         let older = WriteOptions {
-            source_date_epoch: Some(mtime as i64 + 5),
+            source_date_epoch: Some(mtime + 5),
             ..WriteOptions::default()
         };
         let (b2, _) = tar_bytes(&changes, &older);
@@ -588,17 +588,19 @@ fn big_file_is_streamed_with_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    // Varied content (not a sparse run of zeros) so every layer of the chain works.
+    // Varied content (not a sparse run of zeros) so every stage of the
+    // chain works: one pseudo-random block, each copy stamped with its index.
     let mut f = fs::File::create(src.join("big")).unwrap();
     let mut block = vec![0u8; 1 << 20];
     let mut x: u32 = 1;
-    for _ in 0..(SIZE >> 20) {
-        for chunk in block.chunks_mut(4) {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            chunk.copy_from_slice(&(x % 64).to_le_bytes());
-        }
+    for chunk in block.chunks_mut(4) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    for i in 0..(SIZE >> 20) {
+        block[..8].copy_from_slice(&i.to_le_bytes());
         f.write_all(&block).unwrap();
     }
     drop(f);
