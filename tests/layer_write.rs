@@ -866,3 +866,243 @@ fn chown_is_emulated_with_a_single_id_map() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
+
+/// An image in the store/layout `store` made of `layers`, named `name`.
+fn image_of(store: &Store, layers: &[WrittenLayer], name: &str) {
+    let config = json!({
+        "architecture": busybox::oci_arch(),
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers",
+                   "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
+    });
+    let (config_digest, config_size) = store
+        .put_bytes(&serde_json::to_vec(&config).unwrap())
+        .unwrap();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest.to_string(), "size": config_size},
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size,
+        })).collect::<Vec<_>>(),
+    });
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let (digest, size) = store.put_bytes(&bytes).unwrap();
+    store
+        .set_name(
+            name,
+            kiln::store::Descriptor {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                digest,
+                size,
+                annotations: BTreeMap::new(),
+                platform: None,
+            },
+        )
+        .unwrap();
+}
+
+/// Every path under `root`, sorted, relative.
+fn all_paths(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().to_str().unwrap().to_string());
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// A real rootless step over kernel overlay with subordinate ids: the upper
+/// dir it leaves (overlay xattrs, copy-ups, a hardlink to a lower file, a
+/// whiteout device, an opaque dir) written as a layer over a base layer
+/// (itself written from the lower dir), then applied by umoci, as root and
+/// `--rootless` as the test user.
+#[test]
+fn a_rootless_overlay_step_becomes_a_layer_umoci_applies() {
+    let user = TestUser::get();
+    if !running_as_root() || !user.has_subids() {
+        eprintln!("skipped: needs root to provision the test user with subordinate ids");
+        return;
+    }
+    let (subuid, subgid) = (user.subuid.unwrap(), user.subgid.unwrap());
+    let dir = user.tempdir();
+    let [lower, upper, work, target, store_dir] =
+        ["lower", "upper", "work", "target", "store"].map(|n| dir.path().join(n));
+    chown_rootfs(&lower);
+    for applet in ["rm", "mkdir", "ln", "chmod", "cat"] {
+        symlink("busybox", lower.join("bin").join(applet)).unwrap();
+    }
+    write_file(&lower.join("etc/shadow"), b"root:*::\n", 0o640);
+    write_file(&lower.join("home/user/old"), b"old\n", 0o644);
+    for d in [&upper, &work, &target, &store_dir] {
+        fs::create_dir_all(d).unwrap();
+    }
+    user.own(dir.path());
+    // What an unprivileged unpack would have recorded for the lower dir.
+    let recorded = sidecar(
+        dir.path(),
+        "lower.jsonl",
+        &[json!({"path": "etc/shadow", "kind": "file", "uid": 0, "gid": 42, "mode": 0o640})],
+    );
+    let script = "echo more >> /etc/shadow && touch /newfile && chown 100:65 /newfile \
+                  && chmod 4750 /newfile && ln /bin/busybox /bin/bb2 && rm /etc/group \
+                  && rm -r /home/user && mkdir /home/user && echo hi > /home/user/new \
+                  && mkdir -p /deep/a && echo y > /deep/a/c";
+    let out = user
+        .command(env!("CARGO_BIN_EXE_kiln"))
+        .args(["debug", "run", "--overlay-lower"])
+        .arg(&lower)
+        .arg("--overlay-upper")
+        .arg(&upper)
+        .arg("--overlay-work")
+        .arg(&work)
+        .arg("--overlay-target")
+        .arg(&target)
+        .args(["--", "/bin/sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = IdMapping::subordinate(user.uid, user.gid, convert(subuid), convert(subgid));
+    let opts = WriteOptions {
+        ids: ids.clone(),
+        recorded: vec![recorded.clone()],
+        source_date_epoch: Some(0),
+        ..WriteOptions::default()
+    };
+    // The step's change list, as a snapshotter would give it.
+    use ChangeKind::*;
+    let step = list(
+        &upper,
+        &[
+            ("etc/shadow", Upsert),
+            ("etc/group", Delete),
+            ("newfile", Upsert),
+            ("bin/busybox", Upsert),
+            ("bin/bb2", Upsert),
+            ("home/user", OpaqueDir),
+            ("home/user/new", Upsert),
+            ("deep", Upsert),
+            ("deep/a", Upsert),
+            ("deep/a/c", Upsert),
+        ],
+    );
+    let entries = read_tar(&tar_bytes(&step, &opts).0);
+    let e = |n: &str| find(&entries, n).clone();
+    assert_eq!(
+        (
+            e("etc/shadow").uid,
+            e("etc/shadow").gid,
+            e("etc/shadow").mode
+        ),
+        (0, 42, 0o640)
+    );
+    assert_eq!(
+        (e("newfile").uid, e("newfile").gid, e("newfile").mode),
+        (100, 65, 0o4750)
+    );
+    // The first name in order carries the content, the other links to it.
+    assert_eq!(e("bin/bb2").kind, tar::EntryType::Regular);
+    assert_eq!(e("bin/busybox").kind, tar::EntryType::Link);
+    assert_eq!(e("bin/busybox").link.as_deref(), Some("bin/bb2"));
+    assert_eq!(e("etc/.wh.group").size, 0);
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    let at = names.iter().position(|n| *n == "home/user/").unwrap();
+    assert_eq!(names[at + 1], "home/user/.wh..wh..opq");
+    // The upper dir carries overlay bookkeeping; the layer does not.
+    assert!(
+        get_xattr(&upper.join("home/user"), "user.overlay.opaque").is_some(),
+        "overlay marked the recreated dir opaque"
+    );
+    for (name, seen) in &entries {
+        assert!(
+            seen.xattrs.keys().all(|k| !k.contains("overlay")),
+            "{name}: {:?}",
+            seen.xattrs
+        );
+        assert!(seen.mtime == 0, "{name} clamped");
+    }
+
+    // Base layer = the lower dir, then the step's layer; umoci applies both.
+    let store = Store::open(&store_dir).unwrap();
+    let base_paths = all_paths(&lower);
+    let base_list = ChangeList {
+        source: lower.clone(),
+        changes: {
+            let mut v: Vec<Change> = base_paths.iter().map(|p| change(p, Upsert)).collect();
+            v.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+            v
+        },
+    };
+    let base_opts = WriteOptions {
+        ids,
+        recorded: vec![recorded],
+        ..WriteOptions::default()
+    };
+    let base = layer::write_layer(&store, &base_list, &base_opts).unwrap();
+    let top = layer::write_layer(&store, &step, &opts).unwrap();
+    image_of(&store, &[base, top], "step");
+    let umoci = tools::require("umoci");
+    let bundle = dir.path().join("bundle-root");
+    tools::run(
+        Command::new(&umoci)
+            .args(["unpack", "--image"])
+            .arg(format!("{}:step", store_dir.display()))
+            .arg(&bundle),
+    );
+    let check = |root: &Path, owners: bool| {
+        assert!(!root.join("etc/group").exists());
+        assert!(root.join("etc/passwd").exists());
+        assert!(!root.join("home/user/old").exists());
+        assert_eq!(fs::read(root.join("home/user/new")).unwrap(), b"hi\n");
+        assert_eq!(
+            fs::read(root.join("etc/shadow")).unwrap(),
+            b"root:*::\nmore\n"
+        );
+        assert_eq!(fs::read(root.join("deep/a/c")).unwrap(), b"y\n");
+        let ino = |p: &str| fs::symlink_metadata(root.join(p)).unwrap().ino();
+        assert_eq!(ino("bin/busybox"), ino("bin/bb2"), "hardlink kept");
+        if owners {
+            let m = fs::symlink_metadata(root.join("newfile")).unwrap();
+            assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (100, 65, 0o4750));
+            let m = fs::symlink_metadata(root.join("etc/shadow")).unwrap();
+            assert_eq!((m.uid(), m.gid()), (0, 42));
+        }
+    };
+    check(&bundle.join("rootfs"), true);
+    // Rootless: the test user applies the same image (whiteouts, opaque dir,
+    // hardlinks) without privileges.
+    let rootless = dir.path().join("bundle-rootless");
+    let out = user
+        .command(&umoci)
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:step", store_dir.display()))
+        .arg(&rootless)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check(&rootless.join("rootfs"), false);
+}
+
+fn convert(r: crate::support::user::IdRange) -> IdRange {
+    IdRange {
+        start: r.start,
+        count: r.count,
+    }
+}
