@@ -6,6 +6,7 @@ mod conformance;
 mod harness;
 mod images;
 mod layer_unpack;
+mod layer_write;
 mod registry_remote;
 mod sandbox;
 mod support;
