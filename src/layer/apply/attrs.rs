@@ -77,7 +77,10 @@ impl Unpacker<'_> {
             return true;
         };
         if !self.privileged {
-            return (uid, gid) != self.ids;
+            // Unchowned files belong to the caller, which the layer writer
+            // maps back to container 0:0; every other owner needs a record
+            // (including the caller's own host ids, which mean 0:0 inside).
+            return (uid, gid) != (0, 0);
         }
         match chown(uid, gid) {
             Ok(()) => false,

@@ -428,8 +428,18 @@ impl<'a> Unpacker<'a> {
                     self.meta.insert(Record {
                         path: shown.clone(),
                         kind: Kind::Dir,
-                        uid: u64::from(self.ids.0),
-                        gid: u64::from(self.ids.1),
+                        // Without privilege the directory is the caller's,
+                        // which reads back as container 0:0.
+                        uid: if self.privileged {
+                            u64::from(st.st_uid)
+                        } else {
+                            0
+                        },
+                        gid: if self.privileged {
+                            u64::from(st.st_gid)
+                        } else {
+                            0
+                        },
                         mode: d.mode,
                         rdev: None,
                         xattrs: Default::default(),
