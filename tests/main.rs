@@ -8,4 +8,5 @@ mod images;
 mod layer_unpack;
 mod registry_remote;
 mod sandbox;
+mod snapshot;
 mod support;
