@@ -64,6 +64,31 @@ fn second_layer(path: &Path) {
     add("file2dir", R, 0o644, b"f\n", None);
     add("opt/", D, 0o755, b"", None);
     add("opt/o", R, 0o644, b"o\n", None);
+    add("gone/g", R, 0o644, b"g\n", None);
+    add("opaq/old", R, 0o644, b"old\n", None);
+    b.finish().unwrap();
+}
+
+/// The third layer: a whiteout and an opaque directory, so every
+/// snapshotter must read kiln's overlay-lower format (0/0 character
+/// devices, `user.overlay.opaque`).
+fn third_layer(path: &Path) {
+    let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+    for (name, data) in [
+        (".wh.gone", &b""[..]),
+        ("opaq/.wh..wh..opq", b""),
+        ("opaq/new", b"new\n"),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_000_000);
+        h.set_size(data.len() as u64);
+        h.set_path(name).unwrap();
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
     b.finish().unwrap();
 }
 
@@ -74,6 +99,8 @@ impl Base {
         let image = busybox_layout(&dir.path().join("layout"), "base");
         let l2 = dir.path().join("l2.tar");
         second_layer(&l2);
+        let l3 = dir.path().join("l3.tar");
+        third_layer(&l3);
         user.own(dir.path());
         let lowers = dir.path().join("lowers");
         tools::run(
@@ -81,12 +108,13 @@ impl Base {
                 .args(["debug", "unpack", "--mode", "overlay"])
                 .arg(image.blob(&image.layer))
                 .arg(&l2)
+                .arg(&l3)
                 .arg(&lowers),
         );
         Base {
             user,
             dir,
-            lowers: vec![lowers.join("1"), lowers.join("0")],
+            lowers: vec![lowers.join("2"), lowers.join("1"), lowers.join("0")],
         }
     }
 
@@ -216,6 +244,13 @@ fn scenarios() -> Vec<(&'static str, Vec<&'static str>)> {
         // Reading and a no-op step change nothing (no copy-up noise, no
         // mount points, no bookkeeping).
         ("cat /etc/motd /data/a > /dev/null && ls -lR /etc /data /opt /bin > /dev/null", vec![]),
+        // The lowers' whiteout and opaque directory are honoured.
+        (
+            "test ! -e /gone && test ! -e /opaq/old && test -e /opaq/new && echo ok > /ok",
+            vec!["upsert ok"],
+        ),
+        ("rm -r /opaq && mkdir /opaq", vec!["opaque opaq"]),
+        ("rm /opaq/new", vec!["delete opaq/new"]),
         // A file made and removed again leaves no trace.
         ("touch /tmp/t && rm /tmp/t", vec![]),
     ]

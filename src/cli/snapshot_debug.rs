@@ -43,8 +43,9 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
                 .map_err(anyhow::Error::msg)?,
         ),
     };
+    let isolation: Isolation = args.isolation.parse().map_err(anyhow::Error::msg)?;
     let t0 = Instant::now();
-    let (kind, why) = snapshot::choose(requested)?;
+    let (kind, why) = snapshot::choose_for(requested, isolation)?;
     let choose_ms = t0.elapsed().as_secs_f64() * 1e3;
     if args.probe {
         println!("{}", json!({"snapshotter": kind.to_string(), "why": why}));
@@ -66,7 +67,6 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
         "single" => IdMapChoice::Single,
         other => bail!("unknown id map {other:?} (auto, single)"),
     };
-    let isolation: Isolation = args.isolation.parse().map_err(anyhow::Error::msg)?;
     let t2 = Instant::now();
     let outcome = Sandbox::new(isolation)
         .stdin(Stdin::Null)

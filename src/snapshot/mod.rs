@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use changes::{Change, ChangeKind, ChangeList};
-pub use choose::choose;
+pub use choose::{choose, choose_for, probe};
 pub use error::SnapshotError;
 
 use crate::exec::RootFs;
