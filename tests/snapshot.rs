@@ -134,8 +134,13 @@ impl Base {
     }
 
     /// Runs `script` over `lowers` with snapshotter `kind`; the JSON report.
-    fn run_on(&self, lowers: &[PathBuf], kind: &str, script: &str) -> Value {
-        let out = tools::run(&mut self.command(lowers, kind, &["--", "/bin/sh", "-c", script]));
+    /// Without `keep`, the command also removes the work directory (as the
+    /// test user, so overlayfs's mode-0 `work/work` must be handled).
+    fn run_on(&self, lowers: &[PathBuf], kind: &str, script: &str, keep: bool) -> Value {
+        let keep: &[&str] = if keep { &["--keep"] } else { &[] };
+        let mut c = self.command(lowers, kind, keep);
+        c.args(["--", "/bin/sh", "-c", script]);
+        let out = tools::run(&mut c);
         let text = String::from_utf8_lossy(&out.stdout);
         let json = text.lines().last().unwrap_or_default();
         let v: Value =
@@ -147,7 +152,10 @@ impl Base {
 
     /// The change list as `kind path` lines.
     fn changes(&self, kind: &str, script: &str) -> Vec<String> {
-        list(&self.run_on(&self.lowers, kind, script))
+        let v = self.run_on(&self.lowers, kind, script, false);
+        let source = PathBuf::from(v["source"].as_str().unwrap());
+        assert!(!source.exists(), "{kind}: work directory left behind");
+        list(&v)
     }
 
     /// The snapshotters that work here (walk always must).
@@ -313,6 +321,7 @@ fn two_hundred_lower_layers_mount() {
             &lowers,
             kind,
             "ls /layers | wc -l > /count && cat /layers/top >> /count && cat /bin/busybox > /dev/null",
+            true,
         );
         assert_eq!(list(&v), ["upsert count"], "{kind}");
         let source = PathBuf::from(v["source"].as_str().unwrap());

@@ -27,6 +27,9 @@ pub struct SnapshotArgs {
     /// auto or single.
     #[arg(long, default_value = "auto")]
     idmap: String,
+    /// Keep the work directory (default: removed after the report).
+    #[arg(long)]
+    keep: bool,
     /// Only say which snapshotter would be chosen and why.
     #[arg(long)]
     probe: bool,
@@ -101,5 +104,8 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
             "timings_ms": {"choose": choose_ms, "prepare": prepare_ms, "run": run_ms, "changes": changes_ms},
         })
     );
+    if !args.keep {
+        snapshot::remove_work(&args.work)?;
+    }
     Ok(())
 }

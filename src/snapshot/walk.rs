@@ -245,7 +245,7 @@ fn remove(d: &Path) -> Result<(), SnapshotError> {
     }
 }
 
-fn make_writable(d: &Path) -> Result<(), SnapshotError> {
+pub(super) fn make_writable(d: &Path) -> Result<(), SnapshotError> {
     let st = fs::symlink_metadata(d).map_err(io_err("stat", d))?;
     if !st.is_dir() {
         return Ok(());
