@@ -162,8 +162,9 @@ impl Base {
     fn kinds(&self) -> Vec<&'static str> {
         let mut kinds = Vec::new();
         for kind in KINDS {
-            let out = self
-                .command(&self.lowers, kind, &["--probe"])
+            let mut c = self.user.command(env!("CARGO_BIN_EXE_kiln"));
+            let out = c
+                .args(["debug", "snapshot", "--probe", "--snapshotter", kind])
                 .output()
                 .unwrap();
             if out.status.success() {

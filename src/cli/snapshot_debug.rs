@@ -19,8 +19,8 @@ pub struct SnapshotArgs {
     #[arg(long = "lower", value_name = "DIR")]
     lowers: Vec<PathBuf>,
     /// An empty directory for the snapshot (created when missing).
-    #[arg(long, value_name = "DIR")]
-    work: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "probe")]
+    work: Option<PathBuf>,
     /// auto, rootless or chroot.
     #[arg(long, default_value = "auto")]
     isolation: String,
@@ -57,10 +57,10 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
     if args.command.is_empty() {
         bail!("give a command after --");
     }
-    std::fs::create_dir_all(&args.work)
-        .with_context(|| format!("create {}", args.work.display()))?;
+    let work = args.work.context("--work is required")?;
+    std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let t1 = Instant::now();
-    let snap = snapshot::snapshotter(kind).prepare(&args.lowers, &args.work)?;
+    let snap = snapshot::snapshotter(kind).prepare(&args.lowers, &work)?;
     let prepare_ms = t1.elapsed().as_secs_f64() * 1e3;
 
     let mut spec = ProcessSpec::new(args.command, "/");
@@ -105,7 +105,7 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
         })
     );
     if !args.keep {
-        snapshot::remove_work(&args.work)?;
+        snapshot::remove_work(&work)?;
     }
     Ok(())
 }

@@ -118,6 +118,10 @@ fn probe_mount(kind: SnapshotterKind, isolation: Isolation) -> Result<(), String
         Err(ExecError::Setup(f)) if !matches!(f.stage, Stage::Mount | Stage::Pivot) => Ok(()),
         Err(e) => Err(error_chain(&e)),
     };
+    // overlayfs leaves a mode-0 `work/work` that TempDir's drop cannot remove.
+    if let Err(e) = super::remove_work(dir.path()) {
+        tracing::debug!("remove snapshotter probe directory: {e}");
+    }
     if let Err(why) = &answer {
         tracing::debug!(snapshotter = %kind, "snapshotter probe refused: {why}");
     }
