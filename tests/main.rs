@@ -9,4 +9,5 @@ mod layer_unpack;
 mod layer_write;
 mod registry_remote;
 mod sandbox;
+mod snapshot;
 mod support;
