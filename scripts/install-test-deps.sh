@@ -21,7 +21,7 @@ apt-get update
 # and htpasswd for the TLS+auth registry; time: peak RSS in bench/.
 apt-get install -y --no-install-recommends \
     docker-registry skopeo umoci busybox-static uidmap jq ca-certificates \
-    passwd util-linux podman openssl apache2-utils time zstd
+    passwd util-linux podman openssl apache2-utils time zstd fuse-overlayfs
 
 if [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry.service
