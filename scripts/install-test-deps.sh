@@ -18,7 +18,9 @@ apt-get update
 # tools; busybox-static: the test base image; uidmap: newuidmap/newgidmap;
 # passwd: useradd/usermod; util-linux: setpriv, flock; podman: reads kiln's
 # docker-archive output (`podman load`); openssl, apache2-utils: a test CA
-# and htpasswd for the TLS+auth registry; time: peak RSS in bench/.
+# and htpasswd for the TLS+auth registry; time: peak RSS in bench/; zstd:
+# checks zstd layers; fuse-overlayfs: the snapshotter used when kernel
+# overlay is refused.
 apt-get install -y --no-install-recommends \
     docker-registry skopeo umoci busybox-static uidmap jq ca-certificates \
     passwd util-linux podman openssl apache2-utils time zstd fuse-overlayfs
