@@ -7,5 +7,6 @@ mod harness;
 mod images;
 mod layer_unpack;
 mod registry_remote;
+mod run_step;
 mod sandbox;
 mod support;

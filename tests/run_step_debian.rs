@@ -1,0 +1,67 @@
+//! apt in a RUN over a real Debian rootfs, with subordinate ids: `_apt`'s
+//! files keep their uid in the layer. Slow (builds the rootfs once per
+//! machine, then downloads package lists) but run in CI.
+
+use std::process::Command;
+
+use super::{list_layer, snapshotters, Kiln, Tier};
+use crate::support::debian;
+use crate::support::tools;
+
+#[test]
+fn slow_run_step_apt_get_install_over_debian_keeps_apt_uid() {
+    let tar = debian::rootfs_tar();
+    let kiln = Kiln::new(Tier::Subuid);
+    assert!(
+        kiln.user.has_subids(),
+        "the test user needs subordinate ids (run as root)"
+    );
+    tools::run(&mut kiln.command(&["import", tar.to_str().unwrap(), "debian"]));
+    // _apt's uid as the image's own passwd says (42 in bookworm).
+    let passwd = tools::run_stdout(
+        Command::new("tar")
+            .arg("-xOf")
+            .arg(&tar)
+            .arg("./etc/passwd"),
+    );
+    let apt_uid = passwd
+        .lines()
+        .find_map(|l| l.strip_prefix("_apt:x:"))
+        .and_then(|rest| rest.split(':').next())
+        .expect("_apt in the image's passwd")
+        .to_string();
+    let snap = snapshotters()[0];
+    let report = kiln.step(
+        "debian",
+        snap,
+        &["--tag", "with-hello"],
+        "apt-get update -qq && apt-get install -y -qq --no-install-recommends hello && hello",
+    );
+    assert_eq!(report["status"], 0, "{report}");
+    assert_eq!(report["idmap"], "subordinate", "{report}");
+    eprintln!("apt step: {report}");
+    let layer = list_layer(&kiln.blob(report["digest"].as_str().unwrap()));
+    assert!(
+        layer
+            .iter()
+            .any(|(_, _, p)| p.trim_start_matches("./") == "usr/bin/hello"),
+        "usr/bin/hello missing from the layer"
+    );
+    let partial: Vec<_> = layer
+        .iter()
+        .filter(|(_, _, p)| {
+            p.trim_start_matches("./").trim_end_matches('/') == "var/lib/apt/lists/partial"
+        })
+        .collect();
+    assert!(
+        !partial.is_empty(),
+        "apt-get update changed var/lib/apt/lists/partial but the layer lacks it: {layer:?}"
+    );
+    for (mode, owner, path) in partial {
+        assert_eq!(
+            owner.split('/').next().unwrap(),
+            apt_uid,
+            "{path} ({mode} {owner}) lost _apt's uid {apt_uid}"
+        );
+    }
+}
