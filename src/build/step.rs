@@ -107,14 +107,14 @@ pub enum BuildError {
         image: String,
         argv: Vec<String>,
         #[source]
-        source: transport::TransportError,
+        source: Box<transport::TransportError>,
     },
     #[error("step {argv:?}: unpack the layers of {image}: {source}")]
     Unpack {
         image: String,
         argv: Vec<String>,
         #[source]
-        source: crate::store::UnpackError,
+        source: Box<crate::store::UnpackError>,
     },
     #[error("step {argv:?}: {what}: {source}")]
     Snapshot {
@@ -169,7 +169,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
         transport::find_image(store, &input.image).map_err(|source| BuildError::Image {
             image: input.image.clone(),
             argv: argv.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let base = entry.image;
     let layers = layer_sources(&base).map_err(|reason| BuildError::Commit {
@@ -183,7 +183,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
         .map_err(|source| BuildError::Unpack {
             image: input.image.clone(),
             argv: argv.clone(),
-            source,
+            source: Box::new(source),
         })?;
     // Top-most first, as overlayfs stacks them.
     let lowers: Vec<PathBuf> = unpacked.iter().rev().map(|u| u.rootfs.clone()).collect();
@@ -291,8 +291,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
         out.image = Some(manifest);
     }
     out.timings.write = t.elapsed();
-    drop(snap);
-    drop(work);
+    // `snap` then `work` are dropped on return (reverse declaration order).
     out.timings.total = started.elapsed();
     tracing::debug!(timings = ?out.timings, "step done");
     Ok(out)
