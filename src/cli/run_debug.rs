@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// auto, rootless or chroot.
     #[arg(long, default_value = "auto")]
     isolation: String,
+    /// Make chown succeed without effect: auto (with a single-id map), on, off.
+    #[arg(long, default_value = "auto")]
+    emulate_chown: String,
     /// Bind a host path into the sandbox (repeatable): SRC:DST or SRC:DST:ro.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     binds: Vec<String>,
@@ -91,6 +94,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         "auto" => IdMapChoice::Auto,
         "single" => IdMapChoice::Single,
         other => bail!("unknown id map {other:?} (auto, single)"),
+    };
+    spec.emulate_chown = match args.emulate_chown.as_str() {
+        "auto" => None,
+        "on" => Some(true),
+        "off" => Some(false),
+        other => bail!("unknown --emulate-chown {other:?} (auto, on, off)"),
     };
     for bind in &args.binds {
         let (source, destination, readonly) = match bind.split(':').collect::<Vec<_>>()[..] {

@@ -212,7 +212,8 @@ fn init(
                         proc::exit_now(SETUP_FAILED)
                     }
                 }
-                let failure = start_command(spec, &creds, cwd, how.setgroups);
+                let chown = super::seccomp::wanted(spec, how.tier == Tier::Rootless, how.full_map);
+                let failure = start_command(spec, &creds, cwd, how.setgroups, chown);
                 let _ = protocol::send(output, &ToParent::Failed(failure));
                 proc::exit_now(SETUP_FAILED)
             }
@@ -247,6 +248,7 @@ fn start_command(
     creds: &Credentials,
     cwd: &str,
     setgroups: bool,
+    emulate_chown: bool,
 ) -> SetupFailure {
     if let Err(e) = proc::set_parent_death_signal(libc::SIGKILL) {
         return SetupFailure::new(Stage::Init, "set parent-death signal", &e);
@@ -315,6 +317,16 @@ fn start_command(
     // The report pipe, the pipe from kiln and anything kiln inherited.
     if let Err(e) = proc::cloexec_from(3) {
         return SetupFailure::new(Stage::Exec, "close descriptors above 2 on exec", &e);
+    }
+    // Last, so kiln's own setup above still sees real chown results.
+    if emulate_chown {
+        if let Err(e) = crate::sys::seccomp::emulate_chown() {
+            return SetupFailure::new(
+                Stage::Exec,
+                "install the chown-emulation seccomp filter",
+                &e,
+            );
+        }
     }
     let err = proc::execve(&path, &argv, &envp);
     SetupFailure::new(Stage::Exec, format!("exec {}", program.display()), &err)

@@ -36,6 +36,7 @@ mod isolation;
 mod parent;
 mod protocol;
 mod rootfs;
+mod seccomp;
 mod spec;
 mod user;
 

@@ -33,6 +33,10 @@ pub struct ProcessSpec {
     pub hostname: String,
     /// Which id map a rootless sandbox gets.
     pub idmap: IdMapChoice,
+    /// Make the chown family succeed without effect (see `exec::seccomp`):
+    /// `None` = on exactly when a rootless sandbox got a single-id map.
+    #[serde(default)]
+    pub emulate_chown: Option<bool>,
 }
 
 impl ProcessSpec {
@@ -49,6 +53,7 @@ impl ProcessSpec {
             network: Network::Host,
             hostname: "kiln".to_owned(),
             idmap: IdMapChoice::Auto,
+            emulate_chown: None,
         }
     }
 }

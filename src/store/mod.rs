@@ -24,6 +24,7 @@ mod names;
 #[allow(clippy::unwrap_used)]
 mod tests;
 mod unpacked;
+mod writer;
 
 use std::fs;
 use std::io::{self, Read};
@@ -36,6 +37,7 @@ pub use error::StoreError;
 pub use gc::{GcOptions, GcReport, DEFAULT_GRACE};
 pub use names::{Descriptor, REF_NAME_ANNOTATION};
 pub use unpacked::{chain_ids, LayerSource, UnpackError, Unpacked};
+pub use writer::BlobWriter;
 
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_VERSION: &str = "1.0.0";

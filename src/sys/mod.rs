@@ -8,3 +8,5 @@ pub mod fs;
 pub mod mount;
 pub mod ns;
 pub mod proc;
+pub mod seccomp;
+pub mod tree;
