@@ -53,6 +53,10 @@ pub enum LayerError {
         source: io::Error,
     },
 
+    /// Writing a layer failed (see [`WriteFailure`]).
+    #[error(transparent)]
+    Write(#[from] WriteFailure),
+
     /// The ownership/metadata sidecar could not be read or written.
     #[error("metadata file {path}: {what}")]
     Metadata {
@@ -61,4 +65,32 @@ pub enum LayerError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Errors of layer writing (kept apart from the unpack variants above by
+/// their names).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteFailure {
+    /// A path of the change list could not be read from the source tree.
+    #[error("write layer: {path:?}: {what}")]
+    Source {
+        path: String,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The change list breaks its contract (a listed path is missing, a
+    /// parent is a symlink, a path is not relative and normal).
+    #[error("write layer: {path:?}: refused: {reason}")]
+    Refused { path: String, reason: String },
+    /// Writing the tar or the compressed stream failed.
+    #[error("write layer: {what}")]
+    Output {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The blob could not be stored.
+    #[error("write layer: store the blob")]
+    Store(#[source] crate::store::StoreError),
 }

@@ -28,14 +28,19 @@
 //! for the file format.
 
 mod apply;
+mod capability;
 mod compression;
 mod entry_path;
 mod error;
 mod hash;
+mod idmap;
 mod metadata;
 mod unpack;
+mod write;
 
 pub use compression::Compression;
-pub use error::LayerError;
+pub use error::{LayerError, WriteFailure};
+pub use idmap::{IdExtent, IdMapping, OVERFLOW_ID};
 pub use metadata::{sidecar_path, Kind, Metadata, Record};
 pub use unpack::{unpack, Mode, OverlayXattrs, UnpackOptions, UnpackReport, WhiteoutFormat};
+pub use write::{layer_media_type, write_layer, write_tar, WriteOptions, WrittenLayer};
