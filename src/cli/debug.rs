@@ -40,6 +40,8 @@ pub enum DebugCommand {
         #[arg(allow_hyphen_values = true)]
         paths: Vec<String>,
     },
+    /// Prepare a snapshot over lower dirs, run a command in it, print the change list (JSON).
+    Snapshot(Box<super::snapshot_debug::SnapshotArgs>),
     /// Run one command in the sandbox (rootless namespaces or chroot).
     Run(Box<super::run_debug::RunArgs>),
     /// One RUN step over a stored image: snapshot, sandbox, layer, optional commit.
@@ -58,6 +60,7 @@ pub fn run(root: Option<PathBuf>, args: DebugArgs) -> Result<()> {
     match args.what {
         DebugCommand::RunStep(step) => return super::step_debug::run(root, *step),
         DebugCommand::Run(run) => return super::run_debug::run(*run),
+        DebugCommand::Snapshot(snap) => return super::snapshot_debug::run(*snap),
         DebugCommand::Ast { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("read Dockerfile {}", file.display()))?;

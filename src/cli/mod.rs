@@ -9,6 +9,7 @@ mod inspect;
 mod output;
 mod remote;
 mod run_debug;
+mod snapshot_debug;
 mod step_debug;
 mod system;
 

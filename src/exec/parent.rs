@@ -334,6 +334,18 @@ fn normalize(spec: &ProcessSpec) -> Result<ProcessSpec, ExecError> {
                 abs(p)?;
             }
         }
+        RootFs::FuseOverlay {
+            lower,
+            upper,
+            work,
+            target,
+            daemon_root,
+            ..
+        } => {
+            for p in lower.iter_mut().chain([upper, work, target, daemon_root]) {
+                abs(p)?;
+            }
+        }
     }
     for m in &mut spec.mounts {
         if let MountKind::Bind { source, .. } = &mut m.kind {

@@ -150,7 +150,7 @@ pub fn chroot_only(rootfs: &RootFs) -> Result<Mounted> {
     let RootFs::Dir(dir) = rootfs else {
         return Err(SetupFailure::msg(
             Stage::Mount,
-            "an overlay root needs a mount namespace, which the kernel refused",
+            "an overlay root (kernel or fuse) needs a mount namespace, which the kernel refused",
         ));
     };
     let fail = |action: &str| {
@@ -180,22 +180,174 @@ fn mount_root(rootfs: &RootFs, tier: Tier) -> Result<PathBuf> {
             work,
             target,
         } => {
-            let data = overlay_options(lower, upper, work, tier == Tier::Rootless)
+            let userxattr = tier == Tier::Rootless;
+            let mut data = overlay_options(lower, upper, work, userxattr)
                 .map_err(|what| SetupFailure::msg(Stage::Mount, what))?;
-            mount::mount(
+            // overlayfs's mount data is one page. With many layers, lower
+            // dirs sharing one parent (the snapshotter's `l/0`, `l/1`, …
+            // symlinks) are named relative to it: the kernel resolves
+            // relative mount paths against the mounter's cwd.
+            if data.len() >= MOUNT_DATA_MAX {
+                if let Some(parent) = common_parent(lower) {
+                    std::env::set_current_dir(&parent)
+                        .map_err(mount_err(format!("chdir {}", parent.display())))?;
+                    let names: Vec<PathBuf> = lower
+                        .iter()
+                        .filter_map(|p| p.file_name().map(PathBuf::from))
+                        .collect();
+                    data = overlay_options(&names, upper, work, userxattr)
+                        .map_err(|what| SetupFailure::msg(Stage::Mount, what))?;
+                }
+            }
+            if data.len() >= MOUNT_DATA_MAX {
+                return Err(SetupFailure::msg(
+                    Stage::Mount,
+                    format!(
+                        "overlay mount options are {} bytes, over the kernel's {MOUNT_DATA_MAX}: \
+                         pass lower dirs that share one parent directory",
+                        data.len()
+                    ),
+                ));
+            }
+            let mounted = mount::mount(
                 Some(Path::new("overlay")),
                 target,
                 Some("overlay"),
                 0,
                 Some(&data),
-            )
-            .map_err(mount_err(format!(
+            );
+            std::env::set_current_dir("/").map_err(mount_err("chdir /".into()))?;
+            mounted.map_err(mount_err(format!(
                 "mount overlay on {} ({data})",
                 target.display()
             )))?;
             Ok(target.clone())
         }
+        RootFs::FuseOverlay {
+            program,
+            daemon_root,
+            lower,
+            upper,
+            work,
+            target,
+        } => {
+            mount_fuse_overlay(program, daemon_root, lower, upper, work, target)?;
+            Ok(target.clone())
+        }
     }
+}
+
+struct FuseOutput {
+    status: std::process::ExitStatus,
+    stderr: Vec<u8>,
+}
+
+fn read_from_start(mut f: std::fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut out = Vec::new();
+    if f.seek(io::SeekFrom::Start(0)).is_ok() {
+        // Best effort: only used to explain a failure.
+        let _ = f.take(64 * 1024).read_to_end(&mut out);
+    }
+    out
+}
+
+/// The size of overlayfs's mount data buffer (one page, NUL included).
+const MOUNT_DATA_MAX: usize = 4096;
+
+/// The one directory every path of `paths` is directly in, if any.
+fn common_parent(paths: &[PathBuf]) -> Option<PathBuf> {
+    let first = paths.first()?.parent()?;
+    paths
+        .iter()
+        .all(|p| p.parent() == Some(first))
+        .then(|| first.to_path_buf())
+}
+
+/// Starts fuse-overlayfs on `target` and waits until it is mounted (the
+/// program daemonizes once the mount is in place). Runs in the sandbox's
+/// init, so the daemon is in the sandbox's pid namespace and is killed with
+/// it when the step ends.
+fn mount_fuse_overlay(
+    program: &Path,
+    daemon_root: &Path,
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<()> {
+    let data = overlay_options(lower, upper, work, false)
+        .map_err(|what| SetupFailure::msg(Stage::Mount, what))?;
+    // Fail with a clear word about the device before fuse-overlayfs does
+    // with a terse one: hosts without udev leave /dev/fuse root-only.
+    if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+        let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+            " (fuse-overlayfs needs read-write access to /dev/fuse; as root: \
+             `chmod 0666 /dev/fuse`, or a udev rule giving it mode 0666)"
+        } else {
+            ""
+        };
+        return Err(SetupFailure::new(
+            Stage::Mount,
+            format!("open /dev/fuse{hint}"),
+            &e,
+        ));
+    }
+    // stderr goes to a memfd, not a pipe: the daemonized child keeps its
+    // copy of the descriptor, so a pipe would never reach end-of-file.
+    let log = rustix::fs::memfd_create("fuse-overlayfs-stderr", rustix::fs::MemfdFlags::CLOEXEC)
+        .map(std::fs::File::from)
+        .map_err(|e| mount_err("memfd_create".into())(e.into()))?;
+    let log_for_child = log.try_clone().map_err(mount_err("dup memfd".into()))?;
+    // The daemon's root: a view of the host's `/` that pivot_root leaves
+    // alone (it stays reachable after the old root is detached, since the
+    // daemon holds it).
+    mount::mount(Some(Path::new("/")), daemon_root, None, BIND | REC, None)
+        .map_err(mount_err(format!("bind / on {}", daemon_root.display())))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg("-o")
+        .arg(&data)
+        .arg(target)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log_for_child);
+    mount::chroot_command(&mut cmd, daemon_root)
+        .map_err(mount_err(format!("chroot to {}", daemon_root.display())))?;
+    let status = cmd
+        .status()
+        .map_err(mount_err(format!("start {}", program.display())))?;
+    let out = FuseOutput {
+        status,
+        stderr: read_from_start(log),
+    };
+    if out.status.success() {
+        // The daemon mounted on `target` as its chroot sees it, i.e. on the
+        // copy under `daemon_root`: bring that mount to `target` itself.
+        let seen = daemon_root.join(target.strip_prefix("/").unwrap_or(target));
+        mount::mount(Some(&seen), target, None, BIND, None).map_err(mount_err(format!(
+            "bind {} on {}",
+            seen.display(),
+            target.display()
+        )))?;
+    }
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("unknown argument ignored"))
+            .collect();
+        return Err(SetupFailure::msg(
+            Stage::Mount,
+            format!(
+                "{} on {} ({data}): {}: {}",
+                program.display(),
+                target.display(),
+                out.status,
+                said.join("; ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// overlayfs's mount data; paths with `,` or `:` (overlayfs's separators)

@@ -79,6 +79,25 @@ pub enum RootFs {
         work: PathBuf,
         target: PathBuf,
     },
+    /// fuse-overlayfs (`program`, normally `/usr/bin/fuse-overlayfs`)
+    /// started inside the sandbox's user and mount namespaces on `target`
+    /// before pivot_root, with the same `lower`/`upper`/`work` meaning as
+    /// [`RootFs::Overlay`]. Needs read-write access to `/dev/fuse`. The
+    /// daemon lives in the sandbox's pid namespace and dies with it. Its
+    /// upper dir marks opaque directories with `user.fuseoverlayfs.opaque`
+    /// and `.wh..wh..opq` files, and whiteouts are 0/0 character devices
+    /// (or `.wh.NAME` files when mknod is refused).
+    FuseOverlay {
+        program: PathBuf,
+        /// An empty directory on which the sandbox bind-mounts the host's
+        /// `/` to serve as the daemon's root (pivot_root would otherwise
+        /// move the daemon into its own mount, where it deadlocks).
+        daemon_root: PathBuf,
+        lower: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        target: PathBuf,
+    },
 }
 
 /// An extra mount, at `destination` inside the root filesystem.

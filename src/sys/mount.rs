@@ -95,3 +95,25 @@ pub fn locked_flags(path: &Path) -> io::Result<MountFlags> {
         .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
         .fold(0, |acc, (_, ms)| acc | ms))
 }
+
+/// Makes `cmd` chroot into `root` (and chdir to its `/`) in the child
+/// before exec. Used to start a FUSE daemon whose root must not be the
+/// mount namespace's root: pivot_root moves every process whose root is
+/// the old root into the new one, and a daemon that then resolves its own
+/// paths through its own mount deadlocks.
+pub fn chroot_command(cmd: &mut std::process::Command, root: &Path) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let root = cpath(root)?;
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // only two raw system calls (async-signal-safe) on a NUL-terminated
+    // string prepared before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::chroot(root.as_ptr()) < 0 || libc::chdir(c"/".as_ptr()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
