@@ -7,7 +7,7 @@
 //! `changes`, `write` children) so the per-step overhead is measurable.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::exec::{
@@ -177,7 +177,20 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
         what: format!("read image {}", input.image),
         reason,
     })?;
-    let mode = layer::Mode::OverlayLower(layer::OverlayXattrs::for_current_user());
+    // The lowers' whiteout xattrs must be the namespace the sandbox mounts
+    // overlay with: `userxattr` in a user namespace, `trusted.*` in chroot.
+    let tier = match input.isolation {
+        Isolation::Auto => Isolation::probe().map_err(|source| BuildError::Exec {
+            argv: argv.clone(),
+            source,
+        })?,
+        explicit => explicit,
+    };
+    let xattrs = match tier {
+        Isolation::Chroot => layer::OverlayXattrs::Trusted,
+        _ => layer::OverlayXattrs::User,
+    };
+    let mode = layer::Mode::OverlayLower(xattrs);
     let unpacked = store
         .ensure_unpacked(&layers, mode)
         .map_err(|source| BuildError::Unpack {
@@ -428,7 +441,7 @@ fn rfc3339(epoch: i64) -> Result<String, String> {
 /// The step's private directory under the store's `tmp/` (same filesystem
 /// as the unpacked layers, as overlayfs wants), removed on drop.
 struct WorkDir {
-    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
 }
 
 impl WorkDir {
@@ -438,23 +451,57 @@ impl WorkDir {
         let dir = tempfile::Builder::new()
             .prefix("step-")
             .tempdir_in(parent)?;
-        Ok(WorkDir { dir: Some(dir) })
+        Ok(WorkDir { path: dir.keep() })
     }
 
-    fn path(&self) -> &std::path::Path {
-        self.dir
-            .as_ref()
-            .map_or(std::path::Path::new(""), |d| d.path())
+    fn path(&self) -> &Path {
+        &self.path
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            let path = dir.path().to_path_buf();
-            if let Err(e) = dir.close() {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove the step directory");
+        let mut failed = Vec::new();
+        remove_tree(&self.path, &mut failed);
+        if let Some((path, e)) = failed.first() {
+            // Typically files a step made as another user of a subordinate
+            // range, in a directory that user did not let us write.
+            tracing::warn!(
+                dir = %self.path.display(), path = %path.display(), error = %e, more = failed.len() - 1,
+                "could not remove all of the step directory"
+            );
+        }
+    }
+}
+
+/// Removes `path` without following symlinks, making our own directories
+/// writable and searchable first (overlayfs leaves its `work/work` at mode
+/// 0, a step may leave 0500 directories). Keeps going past failures.
+fn remove_tree(path: &Path, failed: &mut Vec<(PathBuf, std::io::Error)>) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => return failed.push((path.to_path_buf(), e)),
+    };
+    if !meta.is_dir() {
+        if let Err(e) = std::fs::remove_file(path) {
+            failed.push((path.to_path_buf(), e));
+        }
+        return;
+    }
+    if meta.permissions().mode() & 0o700 != 0o700 {
+        // Fails for a directory we do not own; read_dir then reports it.
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    }
+    match std::fs::read_dir(path) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                remove_tree(&entry.path(), failed);
             }
         }
+        Err(e) => return failed.push((path.to_path_buf(), e)),
+    }
+    if let Err(e) = std::fs::remove_dir(path) {
+        failed.push((path.to_path_buf(), e));
     }
 }
