@@ -209,12 +209,16 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
             })?,
         );
     }
-    let (kind, why) =
-        snapshot::choose(input.snapshotter).map_err(|source| BuildError::Snapshot {
+    // An explicit choice is not probed (a probe is a whole sandbox start,
+    // ~100 ms): if the kernel refuses it, the step's own mount says so.
+    let (kind, why) = match input.snapshotter {
+        Some(kind) => (kind, format!("{kind} requested (not probed)")),
+        None => snapshot::choose(None).map_err(|source| BuildError::Snapshot {
             argv: argv.clone(),
             what: "choose a snapshotter",
             source,
-        })?;
+        })?,
+    };
     tracing::debug!(snapshotter = %kind, why = %why, "snapshotter chosen");
     let work = WorkDir::new(store).map_err(|source| BuildError::Io {
         argv: argv.clone(),
