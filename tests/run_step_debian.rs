@@ -35,7 +35,12 @@ fn slow_run_step_apt_get_install_over_debian_keeps_apt_uid() {
         "debian",
         snap,
         &["--tag", "with-hello"],
-        "apt-get update -qq && apt-get install -y -qq --no-install-recommends hello && hello",
+        // apt drops to _apt for downloads (so setuid works in the sandbox);
+        // its partial/ dirs are _apt's. A file _apt writes there is listed,
+        // so the layer carries it and its parent with _apt's uid.
+        "apt-get update -qq && apt-get install -y -qq --no-install-recommends hello && hello \
+         && setpriv --reuid=_apt --regid=nogroup --clear-groups \
+            sh -c 'echo x > /var/lib/apt/lists/partial/kiln-probe'",
     );
     assert_eq!(report["status"], 0, "{report}");
     assert_eq!(report["idmap"], "subordinate", "{report}");
@@ -47,21 +52,24 @@ fn slow_run_step_apt_get_install_over_debian_keeps_apt_uid() {
             .any(|(_, _, p)| p.trim_start_matches("./") == "usr/bin/hello"),
         "usr/bin/hello missing from the layer"
     );
-    let partial: Vec<_> = layer
-        .iter()
-        .filter(|(_, _, p)| {
-            p.trim_start_matches("./").trim_end_matches('/') == "var/lib/apt/lists/partial"
-        })
-        .collect();
-    assert!(
-        !partial.is_empty(),
-        "apt-get update changed var/lib/apt/lists/partial but the layer lacks it: {layer:?}"
-    );
-    for (mode, owner, path) in partial {
-        assert_eq!(
-            owner.split('/').next().unwrap(),
-            apt_uid,
-            "{path} ({mode} {owner}) lost _apt's uid {apt_uid}"
+    for want in [
+        "var/lib/apt/lists/partial",
+        "var/lib/apt/lists/partial/kiln-probe",
+    ] {
+        let found: Vec<_> = layer
+            .iter()
+            .filter(|(_, _, p)| p.trim_start_matches("./").trim_end_matches('/') == want)
+            .collect();
+        assert!(
+            !found.is_empty(),
+            "{want} missing from the layer: {layer:?}"
         );
+        for (mode, owner, path) in found {
+            assert_eq!(
+                owner.split('/').next().unwrap(),
+                apt_uid,
+                "{path} ({mode} {owner}) lost _apt's uid {apt_uid}"
+            );
+        }
     }
 }
