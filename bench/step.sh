@@ -50,7 +50,7 @@ cleanup() {
     if [ -d "$work/buildah" ] && [ "$(id -u)" != 0 ]; then
         as_user buildah unshare rm -rf "$work/buildah" >/dev/null 2>&1 || true
     fi
-    rm -rf "$work" 2>/dev/null || true
+    [ -n "${KEEP:-}" ] || rm -rf "$work" 2>/dev/null || true
 }
 
 now_ns() { date +%s%N; }
@@ -61,7 +61,7 @@ echo "== base image: busybox + $FILES files"
 root="$work/rootfs"
 mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/data" "$root/proc" "$root/dev" "$root/sys"
 cp /bin/busybox "$root/bin/busybox"
-for a in $(/bin/busybox --list); do ln -sf busybox "$root/bin/$a"; done
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 dirs=$((FILES / 100))

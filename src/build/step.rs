@@ -6,7 +6,7 @@
 //! Each phase is timed and traced (`step` span with `prepare`, `run`,
 //! `changes`, `write` children) so the per-step overhead is measurable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -172,6 +172,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
             source: Box::new(source),
         })?;
     let base = entry.image;
+    tracing::debug!(elapsed = ?t.elapsed(), "image found");
     let layers = layer_sources(&base).map_err(|reason| BuildError::Commit {
         argv: argv.clone(),
         what: format!("read image {}", input.image),
@@ -200,15 +201,8 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
         })?;
     // Top-most first, as overlayfs stacks them.
     let lowers: Vec<PathBuf> = unpacked.iter().rev().map(|u| u.rootfs.clone()).collect();
-    let mut recorded = Vec::with_capacity(unpacked.len());
-    for u in unpacked.iter().rev() {
-        recorded.push(
-            layer::Metadata::load(&u.metadata).map_err(|source| BuildError::Layer {
-                argv: argv.clone(),
-                source,
-            })?,
-        );
-    }
+    let sidecars: Vec<PathBuf> = unpacked.iter().rev().map(|u| u.metadata.clone()).collect();
+    tracing::debug!(layers = unpacked.len(), elapsed = ?t.elapsed(), "layers unpacked");
     // An explicit choice is not probed (a probe is a whole sandbox start,
     // ~100 ms): if the kernel refuses it, the step's own mount says so.
     let (kind, why) = match input.snapshotter {
@@ -287,6 +281,10 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
     let t = Instant::now();
     {
         let _s = tracing::debug_span!("write", paths = changes.changes.len()).entered();
+        let recorded = load_recorded(&sidecars, &changes).map_err(|source| BuildError::Layer {
+            argv: argv.clone(),
+            source,
+        })?;
         let opts = WriteOptions {
             compression: Compression::Gzip,
             source_date_epoch: input.source_date_epoch,
@@ -311,6 +309,69 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
     // `snap` then `work` are dropped on return (reverse declaration order).
     out.timings.total = started.elapsed();
     tracing::debug!(timings = ?out.timings, "step done");
+    Ok(out)
+}
+
+/// The lower layers' ownership records (top-most first) that the writer
+/// can consult: those of the listed paths and their ancestors (the only
+/// paths a layer emits). A sidecar of an unprivileged unpack holds a record
+/// for nearly every path (tens of thousands of lines for a big base); parsing
+/// them all cost more than the rest of a small step, so each line's path is
+/// read first and only the wanted lines are parsed.
+fn load_recorded(
+    sidecars: &[PathBuf],
+    changes: &snapshot::ChangeList,
+) -> Result<Vec<layer::Metadata>, layer::LayerError> {
+    use std::io::BufRead;
+    let mut wanted: HashSet<&str> = HashSet::new();
+    for c in &changes.changes {
+        if c.kind == snapshot::ChangeKind::Delete {
+            continue;
+        }
+        let mut p = c.path.as_str();
+        while wanted.insert(p) {
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => break,
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(sidecars.len());
+    for path in sidecars {
+        let err = |what: &str, source: std::io::Error| layer::LayerError::Metadata {
+            path: path.clone(),
+            what: what.to_string(),
+            source,
+        };
+        let mut meta = layer::Metadata::default();
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                out.push(meta);
+                continue;
+            }
+            Err(e) => return Err(err("open", e)),
+        };
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| err("read", e))?;
+            // `{"path":"P",…}` (serde writes `path` first); a path with
+            // escapes, or any other shape, is parsed in full.
+            let quick = line
+                .strip_prefix("{\"path\":\"")
+                .and_then(|rest| rest.split_once('"'))
+                .map(|(p, _)| p)
+                .filter(|p| !p.contains('\\'));
+            if quick.is_some_and(|p| !wanted.contains(p)) || line.trim().is_empty() {
+                continue;
+            }
+            let rec: layer::Record = serde_json::from_str(&line)
+                .map_err(|e| err(&format!("parse line {}", n + 1), std::io::Error::other(e)))?;
+            if wanted.contains(rec.path.as_str()) {
+                meta.insert(rec);
+            }
+        }
+        out.push(meta);
+    }
     Ok(out)
 }
 
