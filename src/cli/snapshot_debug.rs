@@ -19,14 +19,17 @@ pub struct SnapshotArgs {
     #[arg(long = "lower", value_name = "DIR")]
     lowers: Vec<PathBuf>,
     /// An empty directory for the snapshot (created when missing).
-    #[arg(long, value_name = "DIR")]
-    work: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "probe")]
+    work: Option<PathBuf>,
     /// auto, rootless or chroot.
     #[arg(long, default_value = "auto")]
     isolation: String,
     /// auto or single.
     #[arg(long, default_value = "auto")]
     idmap: String,
+    /// Keep the work directory (default: removed after the report).
+    #[arg(long)]
+    keep: bool,
     /// Only say which snapshotter would be chosen and why.
     #[arg(long)]
     probe: bool,
@@ -43,8 +46,9 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
                 .map_err(anyhow::Error::msg)?,
         ),
     };
+    let isolation: Isolation = args.isolation.parse().map_err(anyhow::Error::msg)?;
     let t0 = Instant::now();
-    let (kind, why) = snapshot::choose(requested)?;
+    let (kind, why) = snapshot::choose_for(requested, isolation)?;
     let choose_ms = t0.elapsed().as_secs_f64() * 1e3;
     if args.probe {
         println!("{}", json!({"snapshotter": kind.to_string(), "why": why}));
@@ -53,10 +57,10 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
     if args.command.is_empty() {
         bail!("give a command after --");
     }
-    std::fs::create_dir_all(&args.work)
-        .with_context(|| format!("create {}", args.work.display()))?;
+    let work = args.work.context("--work is required")?;
+    std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let t1 = Instant::now();
-    let snap = snapshot::snapshotter(kind).prepare(&args.lowers, &args.work)?;
+    let snap = snapshot::snapshotter(kind).prepare(&args.lowers, &work)?;
     let prepare_ms = t1.elapsed().as_secs_f64() * 1e3;
 
     let mut spec = ProcessSpec::new(args.command, "/");
@@ -66,7 +70,6 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
         "single" => IdMapChoice::Single,
         other => bail!("unknown id map {other:?} (auto, single)"),
     };
-    let isolation: Isolation = args.isolation.parse().map_err(anyhow::Error::msg)?;
     let t2 = Instant::now();
     let outcome = Sandbox::new(isolation)
         .stdin(Stdin::Null)
@@ -101,5 +104,8 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
             "timings_ms": {"choose": choose_ms, "prepare": prepare_ms, "run": run_ms, "changes": changes_ms},
         })
     );
+    if !args.keep {
+        snapshot::remove_work(&work)?;
+    }
     Ok(())
 }

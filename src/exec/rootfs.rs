@@ -150,7 +150,7 @@ pub fn chroot_only(rootfs: &RootFs) -> Result<Mounted> {
     let RootFs::Dir(dir) = rootfs else {
         return Err(SetupFailure::msg(
             Stage::Mount,
-            "an overlay root (kernel or fuse) needs a mount namespace, which the kernel refused",
+            "an overlay root needs a mount namespace, which the kernel refused (kernel overlay or fuse-overlayfs)",
         ));
     };
     let fail = |action: &str| {

@@ -234,6 +234,12 @@ fn plan(changes: &ChangeList) -> Result<Vec<(Vec<u8>, Item<'_>)>, LayerError> {
     let mut ancestors: BTreeSet<&str> = BTreeSet::new();
     let mut items = Vec::new();
     for c in &changes.changes {
+        if c.path.is_empty() {
+            // The root itself: a layer has no entry for it (extractors
+            // never change the root's own attributes).
+            tracing::debug!("change list names the root directory; not written");
+            continue;
+        }
         check_path(&c.path)?;
         let p = c.path.as_str();
         let mut at = p;

@@ -10,8 +10,8 @@ use std::sync::{Mutex, OnceLock};
 use super::{snapshotter, SnapshotError, SnapshotterKind};
 use crate::exec::{ExecError, Executor, IdMapChoice, Isolation, ProcessSpec, Sandbox, Stage};
 
-/// Probe answers of this process: kind → Ok or the refusal.
-type Cache = Mutex<HashMap<SnapshotterKind, Result<(), String>>>;
+/// Probe answers of this process: (kind, isolation) → Ok or the refusal.
+type Cache = Mutex<HashMap<(SnapshotterKind, String), Result<(), String>>>;
 
 fn cache() -> &'static Cache {
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -26,8 +26,17 @@ fn cache() -> &'static Cache {
 pub fn choose(
     requested: Option<SnapshotterKind>,
 ) -> Result<(SnapshotterKind, String), SnapshotError> {
+    choose_for(requested, Isolation::Auto)
+}
+
+/// [`choose`] for a step that will run with `isolation` (the probe mounts
+/// in a sandbox of that isolation).
+pub fn choose_for(
+    requested: Option<SnapshotterKind>,
+    isolation: Isolation,
+) -> Result<(SnapshotterKind, String), SnapshotError> {
     if let Some(kind) = requested {
-        return match probe(kind) {
+        return match probe(kind, isolation) {
             Ok(()) => {
                 let why = format!("{kind} requested, and it works here");
                 tracing::debug!(snapshotter = %kind, "{why}");
@@ -38,7 +47,7 @@ pub fn choose(
     }
     let mut refused = Vec::new();
     for kind in SnapshotterKind::ALL {
-        match probe(kind) {
+        match probe(kind, isolation) {
             Ok(()) => {
                 let why = if refused.is_empty() {
                     format!("{kind}: the first choice, and it works here")
@@ -58,19 +67,19 @@ pub fn choose(
     })
 }
 
-/// Whether `kind` works here (cached).
-pub fn probe(kind: SnapshotterKind) -> Result<(), String> {
+/// Whether `kind` works here under `isolation` (cached per process).
+pub fn probe(kind: SnapshotterKind, isolation: Isolation) -> Result<(), String> {
     if let Ok(map) = cache().lock() {
-        if let Some(answer) = map.get(&kind) {
+        if let Some(answer) = map.get(&(kind, isolation.to_string())) {
             return answer.clone();
         }
     }
     let answer = match kind {
         SnapshotterKind::Walk => Ok(()),
-        _ => probe_mount(kind),
+        _ => probe_mount(kind, isolation),
     };
     if let Ok(mut map) = cache().lock() {
-        map.insert(kind, answer.clone());
+        map.insert((kind, isolation.to_string()), answer.clone());
     }
     answer
 }
@@ -78,7 +87,7 @@ pub fn probe(kind: SnapshotterKind) -> Result<(), String> {
 /// Mounts a one-layer snapshot of `kind` in a sandbox that then tries to
 /// run a program that does not exist: a failure at the mount stage is the
 /// refusal; getting as far as exec means the mount worked.
-fn probe_mount(kind: SnapshotterKind) -> Result<(), String> {
+fn probe_mount(kind: SnapshotterKind, isolation: Isolation) -> Result<(), String> {
     if kind == SnapshotterKind::FuseOverlay {
         let program = super::overlay::FuseOverlay::default().program();
         if !program.is_file() {
@@ -103,12 +112,16 @@ fn probe_mount(kind: SnapshotterKind) -> Result<(), String> {
     let mut spec = ProcessSpec::new(vec!["/kiln-snapshot-probe".into()], PathBuf::new());
     spec.rootfs = snap.rootfs();
     spec.idmap = IdMapChoice::Single;
-    let result = Sandbox::new(Isolation::Auto).run(&spec);
+    let result = Sandbox::new(isolation).run(&spec);
     let answer = match result {
         Ok(_) => Ok(()),
         Err(ExecError::Setup(f)) if !matches!(f.stage, Stage::Mount | Stage::Pivot) => Ok(()),
         Err(e) => Err(error_chain(&e)),
     };
+    // overlayfs leaves a mode-0 `work/work` that TempDir's drop cannot remove.
+    if let Err(e) = super::remove_work(dir.path()) {
+        tracing::debug!("remove snapshotter probe directory: {e}");
+    }
     if let Err(why) = &answer {
         tracing::debug!(snapshotter = %kind, "snapshotter probe refused: {why}");
     }

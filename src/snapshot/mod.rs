@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use changes::{Change, ChangeKind, ChangeList};
-pub use choose::choose;
+pub use choose::{choose, choose_for, probe};
 pub use error::SnapshotError;
 
 use crate::exec::RootFs;
@@ -114,6 +114,18 @@ pub fn snapshotter(kind: SnapshotterKind) -> Box<dyn Snapshotter> {
         SnapshotterKind::FuseOverlay => Box::new(overlay::FuseOverlay::default()),
         SnapshotterKind::Walk => Box::new(walk::Walk),
     }
+}
+
+/// Removes a step's `work` directory and everything in it, including what
+/// a non-root owner cannot remove as is (overlayfs's mode-0 `work/work`,
+/// read-only directories the step or the lowers left). Symlinks are not
+/// followed. Call after the sandbox ended (its mounts are gone with it).
+pub fn remove_work(work: &Path) -> Result<(), SnapshotError> {
+    if std::fs::symlink_metadata(work).is_err() {
+        return Ok(());
+    }
+    walk::make_writable(work)?;
+    std::fs::remove_dir_all(work).map_err(error::io_err("remove", work))
 }
 
 /// One step's writable root, from [`Snapshotter::prepare`].

@@ -81,6 +81,9 @@ impl Diff<'_> {
             let child = join_rel(rel, &name)
                 .ok_or_else(|| SnapshotError::NotUtf8 { path: path.clone() })?;
             if !is_dir(&st) {
+                if self.format == Format::Fuse {
+                    strip_fuse_xattrs(&path)?;
+                }
                 self.push(child, ChangeKind::Upsert);
                 continue;
             }
@@ -90,6 +93,9 @@ impl Diff<'_> {
                 None
             };
             let opaque = self.is_opaque(&path)?;
+            if self.format == Format::Fuse {
+                strip_fuse_xattrs(&path)?;
+            }
             let (kind, recurse_over_lower) = match &below {
                 None => (Some(ChangeKind::Upsert), false),
                 Some((_, lst)) if !is_dir(lst) => (Some(ChangeKind::OpaqueDir), false),
@@ -146,6 +152,20 @@ impl Diff<'_> {
     fn push(&mut self, path: String, kind: ChangeKind) {
         self.out.push(Change { path, kind });
     }
+}
+
+/// Removes fuse-overlayfs's own xattrs (`user.fuseoverlayfs.origin` on
+/// copied-up files, `.opaque` on directories) from an upper entry once the
+/// daemon is gone, so the layer writer, which strips only `*.overlay.*`,
+/// cannot leak them into a layer (the opaque marker has been read by then).
+fn strip_fuse_xattrs(path: &Path) -> Result<(), SnapshotError> {
+    for (name, _) in xattrs(path).map_err(io_err("read xattrs of", path))? {
+        if name.starts_with(b"user.fuseoverlayfs.") {
+            rustix::fs::lremovexattr(path, OsStr::from_bytes(&name))
+                .map_err(|e| io_err("remove xattr of", path)(e.into()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether two directories have the same mode, owner and (non-bookkeeping)

@@ -21,6 +21,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{FileType, Statx};
 use sha2::{Digest, Sha256};
@@ -93,7 +94,15 @@ impl Copier {
             if is_dir(&st) {
                 let opaque = overlay_opaque(&s).map_err(io_err("read xattrs of", &s))?;
                 match existing {
-                    Some(e) if is_dir(&e) && !opaque => {}
+                    Some(e) if is_dir(&e) && !opaque => {
+                        // A lower layer's read-only directory must take
+                        // this layer's entries (its mode is set again after).
+                        if u32::from(e.stx_mode) & 0o300 != 0o300 && !self.root {
+                            let mode = u32::from(e.stx_mode) & 0o7777 | 0o700;
+                            rustix::fs::chmod(&d, rustix::fs::Mode::from_raw_mode(mode))
+                                .map_err(|err| io_err("chmod", &d)(err.into()))?;
+                        }
+                    }
                     Some(_) => {
                         remove(&d)?;
                         mkdir(&d)?;
@@ -236,7 +245,7 @@ fn remove(d: &Path) -> Result<(), SnapshotError> {
     }
 }
 
-fn make_writable(d: &Path) -> Result<(), SnapshotError> {
+pub(super) fn make_writable(d: &Path) -> Result<(), SnapshotError> {
     let st = fs::symlink_metadata(d).map_err(io_err("stat", d))?;
     if !st.is_dir() {
         return Ok(());
@@ -259,8 +268,16 @@ fn copy_file(s: &Path, d: &Path) -> Result<(), SnapshotError> {
         .create_new(true)
         .open(d)
         .map_err(io_err("create", d))?;
-    if rustix::fs::ioctl_ficlone(&dst, &src).is_ok() {
-        return Ok(());
+    // One failed FICLONE says the filesystem cannot reflink: stop trying.
+    static NO_REFLINK: AtomicBool = AtomicBool::new(false);
+    if !NO_REFLINK.load(Ordering::Relaxed) {
+        match rustix::fs::ioctl_ficlone(&dst, &src) {
+            Ok(()) => return Ok(()),
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::XDEV | rustix::io::Errno::INVAL,
+            ) => NO_REFLINK.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
     }
     let mut src = src;
     io::copy(&mut src, &mut dst).map_err(io_err("copy to", d))?;
