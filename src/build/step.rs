@@ -207,7 +207,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
     // ~100 ms): if the kernel refuses it, the step's own mount says so.
     let (kind, why) = match input.snapshotter {
         Some(kind) => (kind, format!("{kind} requested (not probed)")),
-        None => snapshot::choose(None).map_err(|source| BuildError::Snapshot {
+        None => snapshot::choose_for(None, tier).map_err(|source| BuildError::Snapshot {
             argv: argv.clone(),
             what: "choose a snapshotter",
             source,
