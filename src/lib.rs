@@ -2,6 +2,7 @@
 //!
 //! The pipeline and the module map are described in `../shared/DESIGN.md`.
 
+pub mod build;
 pub mod context;
 pub mod exec;
 pub mod frontend;

@@ -8,6 +8,7 @@ mod images;
 mod layer_unpack;
 mod layer_write;
 mod registry_remote;
+mod run_step;
 mod sandbox;
 mod snapshot;
 mod support;

@@ -44,6 +44,8 @@ pub enum DebugCommand {
     Snapshot(Box<super::snapshot_debug::SnapshotArgs>),
     /// Run one command in the sandbox (rootless namespaces or chroot).
     Run(Box<super::run_debug::RunArgs>),
+    /// One RUN step over a stored image: snapshot, sandbox, layer, optional commit.
+    RunStep(Box<super::step_debug::RunStepArgs>),
     /// Apply layer files to DEST (flatten) or unpack each into DEST/<n> (overlay),
     /// ownership metadata going to DEST.kiln-meta.jsonl (DEST/<n>.kiln-meta.jsonl).
     Unpack {
@@ -54,8 +56,9 @@ pub enum DebugCommand {
     },
 }
 
-pub fn run(args: DebugArgs) -> Result<()> {
+pub fn run(root: Option<PathBuf>, args: DebugArgs) -> Result<()> {
     match args.what {
+        DebugCommand::RunStep(step) => return super::step_debug::run(root, *step),
         DebugCommand::Run(run) => return super::run_debug::run(*run),
         DebugCommand::Snapshot(snap) => return super::snapshot_debug::run(*snap),
         DebugCommand::Ast { file } => {

@@ -10,6 +10,7 @@ mod output;
 mod remote;
 mod run_debug;
 mod snapshot_debug;
+mod step_debug;
 mod system;
 
 use std::path::PathBuf;
@@ -95,7 +96,7 @@ pub fn run(cli: Cli) -> Result<()> {
     init_logging(&cli.log_level);
     match cli.command {
         Command::Build(args) => build::run(args),
-        Command::Debug(args) => debug::run(args),
+        Command::Debug(args) => debug::run(cli.root, args),
         Command::System(args) => system::run(cli.root, args),
         Command::Images(args) => images::images(cli.root, args),
         Command::Tag(args) => images::tag(cli.root, args),

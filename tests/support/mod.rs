@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod debian;
 pub mod flaky_proxy;
 pub mod oci_schema;
 pub mod registry;

@@ -1,0 +1,572 @@
+//! One RUN step, start to finish: unpack the image's layers (once per chain
+//! id, shared), prepare a snapshot over them, run the command in the
+//! sandbox, list what it changed, write that as a layer into the store, and
+//! (when asked) commit an image with that layer on top.
+//!
+//! Each phase is timed and traced (`step` span with `prepare`, `run`,
+//! `changes`, `write` children) so the per-step overhead is measurable.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::exec::{
+    self, Executor, IdMap, IdMapChoice, Isolation, Network, ProcessSpec, Sandbox, Stdin,
+};
+use crate::image::{self, media_types, History, ImageConfig, Manifest};
+use crate::layer::{self, Compression, IdMapping, WriteOptions, WrittenLayer};
+use crate::snapshot::{self, SnapshotterKind};
+use crate::store::{Descriptor, Digest, LayerSource, Store};
+use crate::transport;
+
+/// What to run, over which image, and how.
+#[derive(Debug, Clone)]
+pub struct StepInput {
+    /// A store name or image ID (prefix).
+    pub image: String,
+    /// The command, exactly (a shell form RUN is `["/bin/sh", "-c", CMD]`).
+    pub argv: Vec<String>,
+    /// `K=V` entries added to (and overriding) the image's `Env`.
+    pub env: Vec<String>,
+    /// USER for the step; empty means the image's `User` (else root).
+    pub user: String,
+    /// Working directory; empty means the image's `WorkingDir` (else `/`).
+    pub cwd: String,
+    pub network: Network,
+    /// UTS hostname; empty means `kiln`.
+    pub hostname: String,
+    /// `None`: the automatic choice (see `snapshot::choose`).
+    pub snapshotter: Option<SnapshotterKind>,
+    pub isolation: Isolation,
+    pub idmap: IdMapChoice,
+    /// Clamp layer times to this and date the new config with it, so the
+    /// same inputs give the same digests.
+    pub source_date_epoch: Option<i64>,
+    /// Name the committed image this (it is committed, unnamed, anyway).
+    pub tag: Option<String>,
+}
+
+impl StepInput {
+    /// A step running `argv` over `image` with every other choice automatic.
+    pub fn new(image: impl Into<String>, argv: Vec<String>) -> StepInput {
+        StepInput {
+            image: image.into(),
+            argv,
+            env: Vec::new(),
+            user: String::new(),
+            cwd: String::new(),
+            network: Network::Host,
+            hostname: String::new(),
+            snapshotter: None,
+            isolation: Isolation::Auto,
+            idmap: IdMapChoice::Auto,
+            source_date_epoch: None,
+            tag: None,
+        }
+    }
+}
+
+/// How long each phase took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepTimings {
+    /// Finding the image, unpacking missing layers, preparing the snapshot.
+    pub prepare: Duration,
+    /// The sandboxed command, setup and teardown included.
+    pub run: Duration,
+    /// Listing what the step changed.
+    pub changes: Duration,
+    /// Writing the layer, the config and the manifest, naming the image.
+    pub write: Duration,
+    /// The whole step.
+    pub total: Duration,
+}
+
+/// What a step did.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    pub status: exec::ExitStatus,
+    /// The layer, when the command succeeded.
+    pub layer: Option<WrittenLayer>,
+    /// The new image's manifest digest, when the command succeeded.
+    pub image: Option<Digest>,
+    pub snapshotter: SnapshotterKind,
+    /// Why that snapshotter was chosen (for a debug line).
+    pub snapshotter_reason: String,
+    /// The tier the step ran in.
+    pub isolation: Isolation,
+    pub idmap: IdMap,
+    /// How many paths the change list held.
+    pub changed_paths: usize,
+    pub timings: StepTimings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("step {argv:?}: image {image}: {source}")]
+    Image {
+        image: String,
+        argv: Vec<String>,
+        #[source]
+        source: Box<transport::TransportError>,
+    },
+    #[error("step {argv:?}: unpack the layers of {image}: {source}")]
+    Unpack {
+        image: String,
+        argv: Vec<String>,
+        #[source]
+        source: Box<crate::store::UnpackError>,
+    },
+    #[error("step {argv:?}: {what}: {source}")]
+    Snapshot {
+        argv: Vec<String>,
+        what: &'static str,
+        #[source]
+        source: snapshot::SnapshotError,
+    },
+    #[error("step {argv:?}: {source}")]
+    Exec {
+        argv: Vec<String>,
+        #[source]
+        source: exec::ExecError,
+    },
+    #[error("step {argv:?}: write the layer: {source}")]
+    Layer {
+        argv: Vec<String>,
+        #[source]
+        source: layer::LayerError,
+    },
+    #[error("step {argv:?}: {what}: {reason}")]
+    Commit {
+        argv: Vec<String>,
+        what: String,
+        reason: String,
+    },
+    #[error("step {argv:?}: {what}: {source}")]
+    Io {
+        argv: Vec<String>,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs one step over `input.image` in `store`. A command that runs and
+/// fails is `Ok` with its status and no layer; an error means the step could
+/// not be carried out (the message names the step's command). Not
+/// idempotent (the command runs each time); the layer and image blobs are
+/// content-addressed, so a repeated deterministic step stores nothing new.
+pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildError> {
+    let argv = &input.argv;
+    let span = tracing::info_span!("step", ?argv, image = %input.image);
+    let _guard = span.enter();
+    let started = Instant::now();
+    let mut timings = StepTimings::default();
+
+    // Prepare: image → unpacked lowers → snapshot.
+    let t = Instant::now();
+    let prepare_span = tracing::debug_span!("prepare").entered();
+    let (_, entry) =
+        transport::find_image(store, &input.image).map_err(|source| BuildError::Image {
+            image: input.image.clone(),
+            argv: argv.clone(),
+            source: Box::new(source),
+        })?;
+    let base = entry.image;
+    tracing::debug!(elapsed = ?t.elapsed(), "image found");
+    let layers = layer_sources(&base).map_err(|reason| BuildError::Commit {
+        argv: argv.clone(),
+        what: format!("read image {}", input.image),
+        reason,
+    })?;
+    // The lowers' whiteout xattrs must be the namespace the sandbox mounts
+    // overlay with: `userxattr` in a user namespace, `trusted.*` in chroot.
+    let tier = match input.isolation {
+        Isolation::Auto => Isolation::probe().map_err(|source| BuildError::Exec {
+            argv: argv.clone(),
+            source,
+        })?,
+        explicit => explicit,
+    };
+    let xattrs = match tier {
+        Isolation::Chroot => layer::OverlayXattrs::Trusted,
+        _ => layer::OverlayXattrs::User,
+    };
+    let mode = layer::Mode::OverlayLower(xattrs);
+    let unpacked = store
+        .ensure_unpacked(&layers, mode)
+        .map_err(|source| BuildError::Unpack {
+            image: input.image.clone(),
+            argv: argv.clone(),
+            source: Box::new(source),
+        })?;
+    // Top-most first, as overlayfs stacks them.
+    let lowers: Vec<PathBuf> = unpacked.iter().rev().map(|u| u.rootfs.clone()).collect();
+    let sidecars: Vec<PathBuf> = unpacked.iter().rev().map(|u| u.metadata.clone()).collect();
+    tracing::debug!(layers = unpacked.len(), elapsed = ?t.elapsed(), "layers unpacked");
+    // An explicit choice is not probed (a probe is a whole sandbox start,
+    // ~100 ms): if the kernel refuses it, the step's own mount says so.
+    let (kind, why) = match input.snapshotter {
+        Some(kind) => (kind, format!("{kind} requested (not probed)")),
+        None => snapshot::choose_for(None, tier).map_err(|source| BuildError::Snapshot {
+            argv: argv.clone(),
+            what: "choose a snapshotter",
+            source,
+        })?,
+    };
+    tracing::debug!(snapshotter = %kind, why = %why, "snapshotter chosen");
+    let work = WorkDir::new(store).map_err(|source| BuildError::Io {
+        argv: argv.clone(),
+        what: format!(
+            "create a step directory in {}",
+            store.root().join("tmp").display()
+        ),
+        source,
+    })?;
+    let snap = snapshot::snapshotter(kind)
+        .prepare(&lowers, work.path())
+        .map_err(|source| BuildError::Snapshot {
+            argv: argv.clone(),
+            what: "prepare the snapshot",
+            source,
+        })?;
+    drop(prepare_span);
+    timings.prepare = t.elapsed();
+
+    // Run.
+    let t = Instant::now();
+    let spec = process_spec(input, &base.config, snap.rootfs());
+    let outcome = {
+        let _s = tracing::debug_span!("run").entered();
+        Sandbox::new(input.isolation)
+            .stdin(Stdin::Null)
+            .run(&spec)
+            .map_err(|source| BuildError::Exec {
+                argv: argv.clone(),
+                source,
+            })?
+    };
+    timings.run = t.elapsed();
+    let mut out = StepOutput {
+        status: outcome.status,
+        layer: None,
+        image: None,
+        snapshotter: kind,
+        snapshotter_reason: why,
+        isolation: outcome.isolation,
+        idmap: outcome.idmap.clone(),
+        changed_paths: 0,
+        timings,
+    };
+    if !outcome.status.success() {
+        tracing::info!(status = outcome.status.code(), "step command failed");
+        out.timings.total = started.elapsed();
+        return Ok(out);
+    }
+
+    // Changes.
+    let t = Instant::now();
+    let changes = {
+        let _s = tracing::debug_span!("changes").entered();
+        snap.changes(&outcome.created)
+            .map_err(|source| BuildError::Snapshot {
+                argv: argv.clone(),
+                what: "list the changes",
+                source,
+            })?
+    };
+    out.changed_paths = changes.changes.len();
+    out.timings.changes = t.elapsed();
+
+    // Write: the layer, then config and manifest, then the name.
+    let t = Instant::now();
+    {
+        let _s = tracing::debug_span!("write", paths = changes.changes.len()).entered();
+        let recorded = load_recorded(&sidecars, &changes).map_err(|source| BuildError::Layer {
+            argv: argv.clone(),
+            source,
+        })?;
+        let opts = WriteOptions {
+            compression: Compression::Gzip,
+            source_date_epoch: input.source_date_epoch,
+            ids: IdMapping::from_exec(&outcome.idmap),
+            recorded,
+        };
+        let written =
+            layer::write_layer(store, &changes, &opts).map_err(|source| BuildError::Layer {
+                argv: argv.clone(),
+                source,
+            })?;
+        let manifest =
+            commit(store, &base, &written, input).map_err(|reason| BuildError::Commit {
+                argv: argv.clone(),
+                what: "commit the image".into(),
+                reason,
+            })?;
+        out.layer = Some(written);
+        out.image = Some(manifest);
+    }
+    out.timings.write = t.elapsed();
+    // `snap` then `work` are dropped on return (reverse declaration order).
+    out.timings.total = started.elapsed();
+    tracing::debug!(timings = ?out.timings, "step done");
+    Ok(out)
+}
+
+/// The lower layers' ownership records (top-most first) that the writer
+/// can consult: those of the listed paths and their ancestors (the only
+/// paths a layer emits). A sidecar of an unprivileged unpack holds a record
+/// for nearly every path (tens of thousands of lines for a big base); parsing
+/// them all cost more than the rest of a small step, so each line's path is
+/// read first and only the wanted lines are parsed.
+fn load_recorded(
+    sidecars: &[PathBuf],
+    changes: &snapshot::ChangeList,
+) -> Result<Vec<layer::Metadata>, layer::LayerError> {
+    use std::io::BufRead;
+    let mut wanted: HashSet<&str> = HashSet::new();
+    for c in &changes.changes {
+        if c.kind == snapshot::ChangeKind::Delete {
+            continue;
+        }
+        let mut p = c.path.as_str();
+        while wanted.insert(p) {
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => break,
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(sidecars.len());
+    for path in sidecars {
+        let err = |what: &str, source: std::io::Error| layer::LayerError::Metadata {
+            path: path.clone(),
+            what: what.to_string(),
+            source,
+        };
+        let mut meta = layer::Metadata::default();
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                out.push(meta);
+                continue;
+            }
+            Err(e) => return Err(err("open", e)),
+        };
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| err("read", e))?;
+            // `{"path":"P",…}` (serde writes `path` first); a path with
+            // escapes, or any other shape, is parsed in full.
+            let quick = line
+                .strip_prefix("{\"path\":\"")
+                .and_then(|rest| rest.split_once('"'))
+                .map(|(p, _)| p)
+                .filter(|p| !p.contains('\\'));
+            if quick.is_some_and(|p| !wanted.contains(p)) || line.trim().is_empty() {
+                continue;
+            }
+            let rec: layer::Record = serde_json::from_str(&line)
+                .map_err(|e| err(&format!("parse line {}", n + 1), std::io::Error::other(e)))?;
+            if wanted.contains(rec.path.as_str()) {
+                meta.insert(rec);
+            }
+        }
+        out.push(meta);
+    }
+    Ok(out)
+}
+
+/// The image's layers as the store's unpacker takes them.
+fn layer_sources(img: &transport::StoredImage) -> Result<Vec<LayerSource>, String> {
+    let diff_ids = &img.config.rootfs.diff_ids;
+    if diff_ids.len() != img.manifest.layers.len() {
+        return Err(format!(
+            "the manifest has {} layers but the config {} diff_ids",
+            img.manifest.layers.len(),
+            diff_ids.len()
+        ));
+    }
+    Ok(img
+        .manifest
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(l, d)| LayerSource {
+            blob: l.digest.clone(),
+            diff_id: d.clone(),
+        })
+        .collect())
+}
+
+/// The sandbox spec: the image's Env, User and WorkingDir, overridden by
+/// the step's.
+fn process_spec(input: &StepInput, config: &ImageConfig, rootfs: exec::RootFs) -> ProcessSpec {
+    let cc = config.config.clone().unwrap_or_default();
+    let mut env: Vec<String> = cc.env.unwrap_or_default();
+    for kv in &input.env {
+        let key = kv.split('=').next().unwrap_or(kv);
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    let mut spec = ProcessSpec::new(input.argv.clone(), "/");
+    spec.rootfs = rootfs;
+    spec.env = env;
+    spec.user = if input.user.is_empty() {
+        cc.user.unwrap_or_default()
+    } else {
+        input.user.clone()
+    };
+    spec.cwd = if input.cwd.is_empty() {
+        cc.working_dir
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    } else {
+        input.cwd.clone()
+    };
+    spec.network = input.network;
+    if !input.hostname.is_empty() {
+        spec.hostname = input.hostname.clone();
+    }
+    spec.idmap = input.idmap;
+    spec
+}
+
+/// Stores the config and manifest of `base` plus `layer`, names it
+/// `input.tag` if given, and returns the manifest digest.
+fn commit(
+    store: &Store,
+    base: &transport::StoredImage,
+    layer: &WrittenLayer,
+    input: &StepInput,
+) -> Result<Digest, String> {
+    let created = match input.source_date_epoch {
+        Some(epoch) => rfc3339(epoch)?,
+        None => rfc3339(time::OffsetDateTime::now_utc().unix_timestamp())?,
+    };
+    let mut config = base.config.clone();
+    config.created = Some(created.clone());
+    config.rootfs.diff_ids.push(layer.diff_id.clone());
+    config.history.push(History {
+        created: Some(created),
+        created_by: Some(input.argv.join(" ")),
+        comment: Some("kiln".into()),
+        ..History::default()
+    });
+    let config_bytes = image::to_canonical_json(&config).map_err(|e| e.to_string())?;
+    let (config_digest, config_size) = store.put_bytes(&config_bytes).map_err(|e| e.to_string())?;
+
+    let docker = base.manifest.media_type.as_deref() == Some(media_types::DOCKER_MANIFEST);
+    let layer_media_type = if docker && layer.media_type == media_types::OCI_LAYER_TAR_GZIP {
+        media_types::DOCKER_LAYER_TAR_GZIP.to_string()
+    } else {
+        layer.media_type.clone()
+    };
+    let mut manifest: Manifest = base.manifest.clone();
+    manifest.config = Descriptor {
+        media_type: base.manifest.config.media_type.clone(),
+        digest: config_digest,
+        size: config_size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    };
+    manifest.layers.push(Descriptor {
+        media_type: layer_media_type,
+        digest: layer.digest.clone(),
+        size: layer.size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    });
+    let manifest_bytes = image::to_canonical_json(&manifest).map_err(|e| e.to_string())?;
+    let (digest, size) = store
+        .put_bytes(&manifest_bytes)
+        .map_err(|e| e.to_string())?;
+    if let Some(name) = &input.tag {
+        let name = transport::normalize_name(name).map_err(|e| e.to_string())?;
+        let desc = Descriptor {
+            media_type: manifest
+                .media_type
+                .clone()
+                .unwrap_or_else(|| media_types::OCI_MANIFEST.into()),
+            digest: digest.clone(),
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        };
+        transport::set_name(store, &name, &desc).map_err(|e| e.to_string())?;
+    }
+    Ok(digest)
+}
+
+fn rfc3339(epoch: i64) -> Result<String, String> {
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .map_err(|e| format!("SOURCE_DATE_EPOCH {epoch}: {e}"))?
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| e.to_string())
+}
+
+/// The step's private directory under the store's `tmp/` (same filesystem
+/// as the unpacked layers, as overlayfs wants), removed on drop.
+struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    fn new(store: &Store) -> std::io::Result<WorkDir> {
+        let parent = store.root().join("tmp");
+        std::fs::create_dir_all(&parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix("step-")
+            .tempdir_in(parent)?;
+        Ok(WorkDir { path: dir.keep() })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let mut failed = Vec::new();
+        remove_tree(&self.path, &mut failed);
+        if let Some((path, e)) = failed.first() {
+            // Typically files a step made as another user of a subordinate
+            // range, in a directory that user did not let us write.
+            tracing::warn!(
+                dir = %self.path.display(), path = %path.display(), error = %e, more = failed.len() - 1,
+                "could not remove all of the step directory"
+            );
+        }
+    }
+}
+
+/// Removes `path` without following symlinks, making our own directories
+/// writable and searchable first (overlayfs leaves its `work/work` at mode
+/// 0, a step may leave 0500 directories). Keeps going past failures.
+fn remove_tree(path: &Path, failed: &mut Vec<(PathBuf, std::io::Error)>) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => return failed.push((path.to_path_buf(), e)),
+    };
+    if !meta.is_dir() {
+        if let Err(e) = std::fs::remove_file(path) {
+            failed.push((path.to_path_buf(), e));
+        }
+        return;
+    }
+    if meta.permissions().mode() & 0o700 != 0o700 {
+        // Fails for a directory we do not own; read_dir then reports it.
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    }
+    match std::fs::read_dir(path) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                remove_tree(&entry.path(), failed);
+            }
+        }
+        Err(e) => return failed.push((path.to_path_buf(), e)),
+    }
+    if let Err(e) = std::fs::remove_dir(path) {
+        failed.push((path.to_path_buf(), e));
+    }
+}
