@@ -59,7 +59,10 @@ impl Diff<'_> {
     /// Diffs the upper directory `host` (container path `rel`).
     /// `over_lower`: whether lowers may have entries below (false under a
     /// new or opaque directory: everything there is new, whiteouts are moot).
-    fn dir(&mut self, host: &Path, rel: &str, over_lower: bool) -> Result<(), SnapshotError> {
+    /// Returns whether the directory's own entry list changed (a name added
+    /// or removed), which is what moves a directory's mtime.
+    fn dir(&mut self, host: &Path, rel: &str, over_lower: bool) -> Result<bool, SnapshotError> {
+        let mut entries_changed = !over_lower;
         let names = sorted_names(host).map_err(io_err("read directory", host))?;
         for name in names {
             let bytes = name.as_bytes();
@@ -72,10 +75,12 @@ impl Diff<'_> {
             if self.format == Format::Fuse && bytes.starts_with(b".wh.") {
                 let target = OsStr::from_bytes(&bytes[4..]);
                 self.delete(rel, target, &path, over_lower)?;
+                entries_changed = true;
                 continue;
             }
             if is_whiteout(&path, &st).map_err(io_err("read xattrs of", &path))? {
                 self.delete(rel, &name, &path, over_lower)?;
+                entries_changed = true;
                 continue;
             }
             let child = join_rel(rel, &name)
@@ -83,6 +88,12 @@ impl Diff<'_> {
             if !is_dir(&st) {
                 if self.format == Format::Fuse {
                     strip_fuse_xattrs(&path)?;
+                    if !entries_changed
+                        && !lower::exists(self.lowers, &child)
+                            .map_err(io_err("look up in lowers", &path))?
+                    {
+                        entries_changed = true;
+                    }
                 }
                 self.push(child, ChangeKind::Upsert);
                 continue;
@@ -106,12 +117,26 @@ impl Diff<'_> {
                     (if same { None } else { Some(ChangeKind::Upsert) }, true)
                 }
             };
+            if below.is_none() {
+                entries_changed = true;
+            }
+            let listed = kind.is_some();
             if let Some(kind) = kind {
                 self.push(child.clone(), kind);
             }
-            self.dir(&path, &child, recurse_over_lower)?;
+            let inner_changed = self.dir(&path, &child, recurse_over_lower)?;
+            if let (Format::Fuse, false, false, Some((_, lst))) =
+                (self.format, listed, inner_changed, &below)
+            {
+                // fuse-overlayfs stamps a copied-up directory with the
+                // copy-up time where kernel overlayfs keeps the lower's
+                // times; a directory the step only traversed gets the
+                // lower's times back so every snapshotter writes the same
+                // implied parent (and the same layer digest).
+                restore_times(&path, lst)?;
+            }
         }
-        Ok(())
+        Ok(entries_changed)
     }
 
     /// A whiteout for `name` in `rel`: a `Delete` when the lowers have it
@@ -166,6 +191,21 @@ fn strip_fuse_xattrs(path: &Path) -> Result<(), SnapshotError> {
         }
     }
     Ok(())
+}
+
+/// Sets `path`'s atime and mtime to those of `st` (no symlink following).
+fn restore_times(path: &Path, st: &Statx) -> Result<(), SnapshotError> {
+    use rustix::fs::{utimensat, AtFlags, Timespec, Timestamps, CWD};
+    let ts = |t: rustix::fs::StatxTimestamp| Timespec {
+        tv_sec: t.tv_sec,
+        tv_nsec: t.tv_nsec.into(),
+    };
+    let times = Timestamps {
+        last_access: ts(st.stx_atime),
+        last_modification: ts(st.stx_mtime),
+    };
+    utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io_err("set times of", path)(e.into()))
 }
 
 /// Whether two directories have the same mode, owner and (non-bookkeeping)
