@@ -20,10 +20,12 @@ apt-get update
 # docker-archive output (`podman load`); openssl, apache2-utils: a test CA
 # and htpasswd for the TLS+auth registry; time: peak RSS in bench/; zstd:
 # checks zstd layers; fuse-overlayfs: the snapshotter used when kernel
-# overlay is refused.
+# overlay is refused; mmdebstrap: the Debian base image of the RUN-step tests
+# (fetches from the Debian mirror apt is configured with).
 apt-get install -y --no-install-recommends \
     docker-registry skopeo umoci busybox-static uidmap jq ca-certificates \
-    passwd util-linux podman openssl apache2-utils time zstd fuse-overlayfs
+    passwd util-linux podman openssl apache2-utils time zstd fuse-overlayfs \
+    mmdebstrap
 
 if [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry.service
