@@ -1,5 +1,5 @@
-//! sha256 of the decompressed layer stream (the diff_id), computed while the
-//! tar reader consumes it.
+//! sha256 of a stream as it is read: the diff_id of a decompressed layer,
+//! computed while the tar reader (or an archive copy) consumes it.
 
 use std::io::{self, Read};
 
@@ -18,6 +18,11 @@ impl<R: Read> HashingReader<R> {
             inner,
             hasher: Sha256::new(),
         }
+    }
+
+    /// The digest of what has been read so far.
+    pub fn digest(self) -> Digest {
+        Digest::from_hasher(self.hasher)
     }
 
     /// Reads what is left (a tar reader stops at the end-of-archive blocks,

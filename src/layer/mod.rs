@@ -33,12 +33,14 @@ mod compression;
 mod entry_path;
 mod error;
 mod hash;
+pub(crate) use hash::HashingReader;
 mod idmap;
 mod metadata;
 mod unpack;
 mod write;
 
 pub use compression::Compression;
+pub(crate) use compression::Decoder;
 pub use error::{LayerError, WriteFailure};
 pub use idmap::{IdExtent, IdMapping, OVERFLOW_ID};
 pub use metadata::{sidecar_path, Kind, Metadata, Record};

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 
+use super::fsutil::TempFile;
 use super::{Digest, Store, StoreError};
 
 /// Copy buffer size: large enough to amortise syscalls, small enough that a
@@ -52,10 +53,23 @@ impl Store {
             })?;
             size += n as u64;
         }
-        let digest = Digest::from_hasher(hasher);
+        self.commit_blob(tmp, Digest::from_hasher(hasher), size, expected)
+    }
+
+    /// The end of every blob write: refuses a digest other than `expected`
+    /// (the temp file is dropped, so nothing is stored), else fsyncs the temp
+    /// file and renames it into place (or, when the blob exists, only
+    /// refreshes its age so a concurrent `prune` spares it until the caller
+    /// names it), then fsyncs the directory.
+    pub(super) fn commit_blob(
+        &self,
+        tmp: TempFile,
+        digest: Digest,
+        size: u64,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), StoreError> {
         if let Some(want) = expected {
             if *want != digest {
-                // `tmp` is dropped here, deleting the partial file.
                 return Err(StoreError::DigestMismatch {
                     root: self.root.clone(),
                     what: format!("write blob {want}"),
@@ -65,8 +79,6 @@ impl Store {
         }
         let dest = self.blob_path(&digest);
         if dest.exists() {
-            // Refresh the age so a concurrent `prune` (which spares young
-            // unreferenced blobs) keeps it until our caller names it.
             self.touch_blob(&digest)?;
             return Ok((digest, size));
         }

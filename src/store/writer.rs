@@ -69,25 +69,7 @@ impl BlobWriter {
             .into_inner()
             .map_err(|e| store.io("write blob: flush".to_string(), e.into_error()))?;
         let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
-        if let Some(want) = expected {
-            if *want != digest {
-                return Err(StoreError::DigestMismatch {
-                    root: store.root.clone(),
-                    what: format!("write blob {want}"),
-                    got: digest,
-                });
-            }
-        }
-        let dest = store.blob_path(&digest);
-        if dest.exists() {
-            store.touch_blob(&digest)?;
-            return Ok((digest, self.size));
-        }
-        let what = || format!("write blob {digest}");
-        tmp.file.sync_all().map_err(|e| store.io(what(), e))?;
-        tmp.persist(&dest).map_err(|e| store.io(what(), e))?;
-        store.sync_dir(&store.blobs_dir())?;
-        Ok((digest, self.size))
+        store.commit_blob(tmp, digest, self.size, expected)
     }
 }
 

@@ -57,34 +57,25 @@ pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
 /// Opens the directory `rel` (relative, `""` for the root itself) beneath
 /// `root`. Symlinks inside the root are followed only while they stay in it.
 pub fn open_dir_beneath(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    Ok(rfs::openat2(
-        root,
-        rel,
-        dir_flags(),
-        Mode::empty(),
-        beneath(),
-    )?)
+    open_dir_resolving(root, rel, beneath())
 }
 
 /// Like [`open_dir_beneath`] but refuses any symlink on the way.
 pub fn open_dir_no_symlinks(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    open_dir_resolving(root, rel, beneath_no_symlinks())
+}
+
+fn open_dir_resolving(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    how: rfs::ResolveFlags,
+) -> io::Result<OwnedFd> {
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
         rel
     };
-    Ok(rfs::openat2(
-        root,
-        rel,
-        dir_flags(),
-        Mode::empty(),
-        beneath_no_symlinks(),
-    )?)
+    Ok(rfs::openat2(root, rel, dir_flags(), Mode::empty(), how)?)
 }
 
 /// Opens the existing directory `name` in `parent`, never following a symlink.

@@ -12,7 +12,6 @@ use std::io::Read;
 
 use crate::store::{Digest, Store};
 
-use super::stream::decompressed;
 use super::TransportError;
 
 /// Files larger than this are never kept in memory (JSON documents of an
@@ -81,7 +80,9 @@ pub(crate) fn read_archive(store: &Store, r: impl Read) -> Result<ArchiveContent
         what: "read the archive".into(),
         source: e,
     };
-    let r = decompressed(r).map_err(io_err)?;
+    let r = crate::layer::Decoder::new(r)
+        .map(|(d, _)| d)
+        .map_err(io_err)?;
     let mut tar = tar::Archive::new(r);
     let mut contents = ArchiveContents {
         blobs: HashMap::new(),

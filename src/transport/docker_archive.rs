@@ -23,8 +23,8 @@ use super::archive_in::{store_json, ArchiveContents};
 use super::local::{normalize_name, StoredImage};
 use super::location::ArchiveSelector;
 use super::oci::{append_bytes, header, read_or_write};
-use super::stream::{decompress_as, HashReader};
 use super::TransportError;
+use crate::layer::{Decoder, HashingReader};
 
 /// One entry of `manifest.json`.
 #[derive(Serialize, Deserialize, Debug)]
@@ -169,13 +169,15 @@ fn append_layer<W: Write>(
     })?;
     let blob = store.open_blob(&layer.digest)?;
     let mut hashing =
-        HashReader::new(
-            decompress_as(blob, compression).map_err(|e| TransportError::Io {
-                what: format!("decompress layer {}", layer.digest),
-                source: e,
-            })?,
+        HashingReader::new(
+            Decoder::new(blob)
+                .map(|(d, _)| d)
+                .map_err(|e| TransportError::Io {
+                    what: format!("decompress layer {}", layer.digest),
+                    source: e,
+                })?,
         );
-    io::copy(&mut hashing, &mut tmp).map_err(|e| {
+    let size = io::copy(&mut hashing, &mut tmp).map_err(|e| {
         read_or_write(
             store,
             &layer.digest,
@@ -183,7 +185,7 @@ fn append_layer<W: Write>(
             format!("decompress layer {}", layer.digest),
         )
     })?;
-    let (got, size) = hashing.finish();
+    let got = hashing.digest();
     if &got != diff_id {
         return Err(mismatch(got));
     }
@@ -320,17 +322,17 @@ fn stored_layer(
     let got = if compression == Compression::None {
         digest.clone()
     } else {
-        let mut hashing = HashReader::new(
-            decompress_as(store.open_blob(&digest)?, compression).map_err(|e| {
-                TransportError::Io {
+        let mut hashing = HashingReader::new(
+            Decoder::new(store.open_blob(&digest)?)
+                .map(|(d, _)| d)
+                .map_err(|e| TransportError::Io {
                     what: format!("decompress layer {digest}"),
                     source: e,
-                }
-            })?,
+                })?,
         );
         io::copy(&mut hashing, &mut io::sink())
             .map_err(|e| read_or_write(store, &digest, e, format!("decompress layer {digest}")))?;
-        hashing.finish().0
+        hashing.digest()
     };
     if &got != diff_id {
         return Err(TransportError::Format {

@@ -17,7 +17,6 @@ mod local;
 mod location;
 mod oci;
 mod rootfs;
-mod stream;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

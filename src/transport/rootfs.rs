@@ -15,8 +15,8 @@ use crate::plan::platform::Platform;
 use crate::store::{Descriptor, Digest, Store};
 
 use super::local::normalize_name;
-use super::stream::{decompressed, HashReader};
 use super::TransportError;
+use crate::layer::HashingReader;
 
 /// Options of `kiln import`.
 #[derive(Debug, Clone, Default)]
@@ -58,7 +58,9 @@ pub fn import_rootfs(
         what: format!("read {}", opts.source),
         source: e,
     };
-    let mut plain = decompressed(r).map_err(read_err)?;
+    let mut plain = crate::layer::Decoder::new(r)
+        .map(|(d, _)| d)
+        .map_err(read_err)?;
     let head = read_head(&mut plain).map_err(read_err)?;
     if !looks_like_tar(&head) {
         return Err(TransportError::Format {
@@ -67,11 +69,11 @@ pub fn import_rootfs(
         });
     }
     let mut gz = GzEncoder::new(
-        HashReader::new(Cursor::new(head).chain(plain)),
+        HashingReader::new(Cursor::new(head).chain(plain)),
         flate2::Compression::default(),
     );
     let (layer_digest, layer_size) = super::local::put_reader_kept(store, &mut gz, None)?;
-    let (diff_id, _) = gz.into_inner().finish();
+    let diff_id = gz.into_inner().digest();
 
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let created = now_rfc3339();
