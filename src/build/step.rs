@@ -44,6 +44,8 @@ pub struct StepInput {
     pub source_date_epoch: Option<i64>,
     /// Name the committed image this (it is committed, unnamed, anyway).
     pub tag: Option<String>,
+    /// More mounts for the command (RUN --mount): never in the layer.
+    pub mounts: Vec<exec::Mount>,
 }
 
 impl StepInput {
@@ -62,6 +64,7 @@ impl StepInput {
             idmap: IdMapChoice::Auto,
             source_date_epoch: None,
             tag: None,
+            mounts: Vec::new(),
         }
     }
 }
@@ -157,14 +160,7 @@ pub enum BuildError {
 /// content-addressed, so a repeated deterministic step stores nothing new.
 pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildError> {
     let argv = &input.argv;
-    let span = tracing::info_span!("step", ?argv, image = %input.image);
-    let _guard = span.enter();
     let started = Instant::now();
-    let mut timings = StepTimings::default();
-
-    // Prepare: image → unpacked lowers → snapshot.
-    let t = Instant::now();
-    let prepare_span = tracing::debug_span!("prepare").entered();
     let (_, entry) =
         transport::find_image(store, &input.image).map_err(|source| BuildError::Image {
             image: input.image.clone(),
@@ -172,12 +168,48 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
             source: Box::new(source),
         })?;
     let base = entry.image;
-    tracing::debug!(elapsed = ?t.elapsed(), "image found");
+    tracing::debug!(elapsed = ?started.elapsed(), "image found");
     let layers = layer_sources(&base).map_err(|reason| BuildError::Commit {
         argv: argv.clone(),
         what: format!("read image {}", input.image),
         reason,
     })?;
+    let mut out = run_layer(store, &layers, &base.config, input)?;
+    if let Some(written) = &out.layer {
+        let t = Instant::now();
+        let manifest =
+            commit(store, &base, written, input).map_err(|reason| BuildError::Commit {
+                argv: argv.clone(),
+                what: "commit the image".into(),
+                reason,
+            })?;
+        out.image = Some(manifest);
+        out.timings.write += t.elapsed();
+    }
+    out.timings.total = started.elapsed();
+    Ok(out)
+}
+
+/// The work of [`run_step`] without the commit: runs `input.argv` over the
+/// image whose layers are `layers` (bottom-most first) and whose config is
+/// `config` (for its Env, User and WorkingDir), and writes the layer of what
+/// it changed (`out.image` stays `None`). `input.image` only names the image
+/// in messages.
+pub fn run_layer(
+    store: &Store,
+    layers: &[LayerSource],
+    config: &ImageConfig,
+    input: &StepInput,
+) -> Result<StepOutput, BuildError> {
+    let argv = &input.argv;
+    let span = tracing::info_span!("step", ?argv, image = %input.image);
+    let _guard = span.enter();
+    let started = Instant::now();
+    let mut timings = StepTimings::default();
+
+    // Prepare: unpacked lowers → snapshot.
+    let t = Instant::now();
+    let prepare_span = tracing::debug_span!("prepare").entered();
     // The lowers' whiteout xattrs must be the namespace the sandbox mounts
     // overlay with: `userxattr` in a user namespace, `trusted.*` in chroot.
     let tier = match input.isolation {
@@ -193,7 +225,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
     };
     let mode = layer::Mode::OverlayLower(xattrs);
     let unpacked = store
-        .ensure_unpacked(&layers, mode)
+        .ensure_unpacked(layers, mode)
         .map_err(|source| BuildError::Unpack {
             image: input.image.clone(),
             argv: argv.clone(),
@@ -234,7 +266,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
 
     // Run.
     let t = Instant::now();
-    let spec = process_spec(input, &base.config, snap.rootfs());
+    let spec = process_spec(input, config, snap.rootfs());
     let outcome = {
         let _s = tracing::debug_span!("run").entered();
         Sandbox::new(input.isolation)
@@ -296,14 +328,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
                 argv: argv.clone(),
                 source,
             })?;
-        let manifest =
-            commit(store, &base, &written, input).map_err(|reason| BuildError::Commit {
-                argv: argv.clone(),
-                what: "commit the image".into(),
-                reason,
-            })?;
         out.layer = Some(written);
-        out.image = Some(manifest);
     }
     out.timings.write = t.elapsed();
     // `snap` then `work` are dropped on return (reverse declaration order).
@@ -427,6 +452,7 @@ fn process_spec(input: &StepInput, config: &ImageConfig, rootfs: exec::RootFs) -
         spec.hostname = input.hostname.clone();
     }
     spec.idmap = input.idmap;
+    spec.mounts = input.mounts.clone();
     spec
 }
 

@@ -20,6 +20,7 @@ pub enum Progress {
     Auto,
     Plain,
     Tty,
+    Json,
     Quiet,
 }
 
@@ -76,6 +77,39 @@ pub struct BuildArgs {
     /// Plan format for --dry-run.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+    /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR] (repeatable).
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// Rebuild these stages without the cache (repeatable, or comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Isolation of RUN steps: auto, rootless or chroot.
+    #[arg(long, default_value = "auto", value_name = "TIER")]
+    pub isolation: String,
+    /// Snapshotter for RUN steps: overlay, fuse-overlayfs or walk (default: probed).
+    #[arg(long, value_name = "KIND")]
+    pub snapshotter: Option<String>,
+    /// Clamp file times and date the image to this (seconds since the epoch).
+    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
+    pub source_date_epoch: Option<i64>,
+    /// When to pull FROM images: missing (default), always, never; `--pull` alone is always.
+    #[arg(long, value_name = "POLICY", num_args = 0..=1, default_missing_value = "always")]
+    pub pull: Option<String>,
+    /// Docker (v2s2) media types instead of OCI: --format docker (buildah's flag is
+    /// --format; here --format is the --dry-run plan format).
+    #[arg(long = "media-types", value_name = "oci|docker", default_value = "oci")]
+    pub media_types: String,
+    /// Write the pushed manifest digest to this file.
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<PathBuf>,
+    /// Write the build result (image id, manifest digest, names) as JSON to this file.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Say for each cache miss which input changed.
+    #[arg(long)]
+    pub explain_cache: bool,
+    #[command(flatten)]
+    pub tls: super::remote::TlsArgs,
 }
 
 /// `K=V` pairs; `K` alone is looked up in the environment and dropped when unset, as docker does.
@@ -177,7 +211,7 @@ fn read_input(args: &BuildArgs) -> Result<Input> {
     })
 }
 
-pub fn run(args: BuildArgs) -> Result<()> {
+pub fn run(root: Option<PathBuf>, args: BuildArgs) -> Result<()> {
     for t in &args.tags {
         check_tag(t)?;
     }
@@ -209,12 +243,17 @@ pub fn run(args: BuildArgs) -> Result<()> {
         }
         return Ok(());
     }
-    for arg in &plan.unused_build_args {
-        tracing::warn!("build-arg {arg} was not consumed by any ARG");
-    }
-    bail!(
-        "kiln build: running builds is not implemented yet; the Dockerfile parsed and planned ({} stage(s) to build). Use --dry-run to see the plan",
-        plan.stages.len()
+    drop(plan);
+    super::build_run::execute(
+        root,
+        &args,
+        super::build_run::Input {
+            df: &df,
+            plan: opts,
+            context: input.context.clone(),
+            ignore: input.ignore.clone(),
+            outputs: &outputs,
+        },
     )
 }
 

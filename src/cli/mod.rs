@@ -3,6 +3,7 @@
 
 mod archive;
 mod build;
+mod build_run;
 mod debug;
 mod images;
 mod inspect;
@@ -95,7 +96,7 @@ fn init_logging(level: &str) {
 pub fn run(cli: Cli) -> Result<()> {
     init_logging(&cli.log_level);
     match cli.command {
-        Command::Build(args) => build::run(args),
+        Command::Build(args) => build::run(cli.root, args),
         Command::Debug(args) => debug::run(cli.root, args),
         Command::System(args) => system::run(cli.root, args),
         Command::Images(args) => images::images(cli.root, args),

@@ -30,7 +30,7 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    fn options(&self) -> ClientOptions {
+    pub(crate) fn options(&self) -> ClientOptions {
         ClientOptions {
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),

@@ -36,7 +36,7 @@ pub mod changes;
 mod choose;
 mod error;
 mod fsutil;
-mod lower;
+pub mod lower;
 mod overlay;
 mod upper;
 mod walk;

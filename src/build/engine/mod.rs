@@ -1,0 +1,309 @@
+//! `kiln build`: runs a Dockerfile's plan stage by stage (dependencies
+//! first, stages the target does not need never run), each step turning an
+//! [`ImageState`] into the next, and commits the target stage's image.
+//!
+//! Orchestration only: RUN goes through [`crate::build::step`], COPY/ADD
+//! through [`crate::build::copy`], config-only instructions through
+//! [`metadata`]; bases come from the store or a registry ([`bases`]).
+
+mod bases;
+mod error;
+mod metadata;
+mod progress;
+mod run;
+mod state;
+mod workdir;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub use bases::PullPolicy;
+pub use error::EngineError;
+pub use progress::{ProgressMode, Reporter};
+pub use run::SecretSource;
+pub use state::ImageState;
+
+use crate::exec::Isolation;
+use crate::frontend::instructions::Instruction;
+use crate::frontend::stages::Dockerfile;
+use crate::layer::{Mode, OverlayXattrs};
+use crate::plan::{self, Base, Plan, PlanOptions, PlannedStage, Step};
+use crate::registry::ClientOptions;
+use crate::snapshot::SnapshotterKind;
+use crate::store::{Descriptor, Digest, Store};
+use bases::Bases;
+use error::StepRef;
+
+/// Everything a build needs besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    pub plan: PlanOptions,
+    /// The build context directory (`None`: Dockerfile from stdin, no context).
+    pub context: Option<PathBuf>,
+    /// `.dockerignore` patterns of the context.
+    pub ignore: Vec<String>,
+    pub no_cache: bool,
+    /// Stages (by name or index) whose steps are always rebuilt.
+    pub no_cache_filter: Vec<String>,
+    pub isolation: Isolation,
+    pub snapshotter: Option<SnapshotterKind>,
+    /// Clamp file times and date the image (reproducible builds).
+    pub source_date_epoch: Option<i64>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `--label`s added to the final image.
+    pub labels: BTreeMap<String, String>,
+    pub pull: PullPolicy,
+    pub client: ClientOptions,
+    /// Docker media types instead of OCI.
+    pub docker_format: bool,
+    pub progress: ProgressMode,
+}
+
+/// The built image.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The manifest in the store.
+    pub manifest: Descriptor,
+    /// The image ID (config digest).
+    pub id: Digest,
+    /// Compressed layers + config, bytes.
+    pub size: u64,
+    pub steps: usize,
+    pub cached_steps: usize,
+}
+
+/// One build in progress.
+pub struct Engine<'a> {
+    pub store: &'a Store,
+    pub req: &'a BuildRequest,
+    pub plan: Plan,
+    df: &'a Dockerfile,
+    bases: Bases<'a>,
+    /// Final state of each stage built so far, by stage index.
+    stages: BTreeMap<usize, ImageState>,
+    /// How lowers are unpacked for the isolation tier in use.
+    lower_mode: Mode,
+    /// `created` of every history entry and of the image.
+    created: String,
+    reporter: Reporter,
+    cached_steps: usize,
+    steps_run: usize,
+}
+
+/// Plans `df` (pulling FROM images as the plan needs their ENV) and builds
+/// the target stage; the image is in the store, unnamed (the caller names
+/// and exports it).
+pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built, EngineError> {
+    let started = Instant::now();
+    let reporter = Reporter::new(req.progress);
+    let bases = Bases::new(
+        store,
+        req.pull,
+        req.client.clone(),
+        req.progress == ProgressMode::Quiet,
+    );
+    let plan = plan::plan(df, &req.plan, &bases).map_err(|e| EngineError::Other(e.to_string()))?;
+    for arg in &plan.unused_build_args {
+        reporter.note(&format!(
+            "warning: build-arg {arg} was not consumed by any ARG"
+        ));
+    }
+    let tier = match req.isolation {
+        Isolation::Auto => Isolation::probe().map_err(|e| EngineError::Other(e.to_string()))?,
+        t => t,
+    };
+    let lower_mode = Mode::OverlayLower(match tier {
+        Isolation::Chroot => OverlayXattrs::Trusted,
+        _ => OverlayXattrs::User,
+    });
+    let created = created_time(req.source_date_epoch)?;
+    let mut eng = Engine {
+        store,
+        req,
+        plan,
+        df,
+        bases,
+        stages: BTreeMap::new(),
+        lower_mode,
+        created,
+        reporter,
+        cached_steps: 0,
+        steps_run: 0,
+    };
+    let stages = eng.plan.stages.clone();
+    let total = stages.len();
+    for (n, stage) in stages.iter().enumerate() {
+        let state = eng.build_stage(stage, (n + 1, total))?;
+        eng.stages.insert(stage.index, state);
+    }
+    let target = eng.plan.target;
+    let mut state = eng
+        .stages
+        .remove(&target)
+        .ok_or_else(|| EngineError::Other("the target stage was not built".into()))?;
+    if !req.labels.is_empty() {
+        let labels = state.container().labels.get_or_insert_with(BTreeMap::new);
+        labels.extend(req.labels.clone());
+    }
+    state.config.created = Some(eng.created.clone());
+    let manifest = state.commit(store)?;
+    let id = manifest_config_digest(store, &manifest)?;
+    let size = state.layers.iter().map(|l| l.size).sum::<u64>();
+    eng.reporter.summary(
+        &id.to_string(),
+        &manifest.digest.to_string(),
+        size,
+        &[],
+        started.elapsed(),
+    );
+    Ok(Built {
+        manifest,
+        id,
+        size,
+        steps: eng.steps_run,
+        cached_steps: eng.cached_steps,
+    })
+}
+
+fn manifest_config_digest(store: &Store, desc: &Descriptor) -> Result<Digest, EngineError> {
+    let img = crate::transport::StoredImage::load(store, desc)
+        .map_err(|e| EngineError::Other(format!("read back the image: {e}")))?;
+    Ok(img.id().clone())
+}
+
+fn created_time(epoch: Option<i64>) -> Result<String, EngineError> {
+    let t = match epoch {
+        Some(e) => time::OffsetDateTime::from_unix_timestamp(e)
+            .map_err(|e| EngineError::Other(format!("SOURCE_DATE_EPOCH: {e}")))?,
+        None => time::OffsetDateTime::now_utc(),
+    };
+    t.format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| EngineError::Other(format!("format the build time: {e}")))
+}
+
+impl<'a> Engine<'a> {
+    fn step_ref(&self, step: &Step) -> StepRef {
+        StepRef::new(&self.df.file, step.pos, &step.text)
+    }
+
+    /// The starting state of `stage`.
+    fn base_state(&self, stage: &PlannedStage) -> Result<ImageState, EngineError> {
+        let docker = self.req.docker_format;
+        Ok(match &stage.base {
+            Base::Scratch => ImageState::scratch(&stage.platform, docker),
+            Base::Image(r) => {
+                let img = self.bases.get(r, &stage.platform)?;
+                ImageState::from_image(&img, docker)
+            }
+            Base::Stage(i) => {
+                let mut s = self.stages.get(i).cloned().ok_or_else(|| {
+                    EngineError::Other(format!("stage {i} was not built before its use"))
+                })?;
+                s.cmd_set = false;
+                s
+            }
+        })
+    }
+
+    /// The state a `COPY --from` / `--mount from=` names: a stage of this
+    /// build (name or index) or an image.
+    pub fn source_state(&self, from: &str, sref: &StepRef) -> Result<ImageState, EngineError> {
+        let by_name = self.df.stages.iter().position(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(from))
+        });
+        let index = by_name.or_else(|| from.parse::<usize>().ok());
+        if let Some(i) = index {
+            if let Some(s) = self.stages.get(&i) {
+                return Ok(s.clone());
+            }
+            if by_name.is_some() {
+                return Err(sref.fail(format!("stage {from:?} has not been built")));
+            }
+        }
+        let platform = self
+            .plan
+            .stages
+            .iter()
+            .find(|s| s.index == self.plan.target)
+            .map(|s| s.platform.clone())
+            .unwrap_or_else(plan::Platform::host);
+        let img = self.bases.get(from, &platform)?;
+        Ok(ImageState::from_image(&img, self.req.docker_format))
+    }
+
+    fn build_stage(
+        &mut self,
+        stage: &PlannedStage,
+        pos: (usize, usize),
+    ) -> Result<ImageState, EngineError> {
+        let label = stage.label();
+        let _span = tracing::info_span!("stage", index = stage.index, name = %label).entered();
+        let total = stage.steps.len() + 1;
+        let from_text = match &stage.base {
+            Base::Scratch => "FROM scratch".to_string(),
+            Base::Image(r) => format!("FROM {r}"),
+            Base::Stage(i) => format!("FROM stage {i}"),
+        };
+        self.reporter
+            .step((pos.0, pos.1, &label), (1, total), &from_text);
+        let t = Instant::now();
+        let mut state = self.base_state(stage)?;
+        self.reporter.done(false, t.elapsed());
+        for (i, step) in stage.steps.iter().enumerate() {
+            self.reporter
+                .step((pos.0, pos.1, &label), (i + 2, total), &step.text);
+            let t = Instant::now();
+            let _s = tracing::info_span!("step", n = i + 1, text = %step.text).entered();
+            self.apply_step(&mut state, stage, step)?;
+            self.steps_run += 1;
+            self.reporter.done(false, t.elapsed());
+        }
+        Ok(state)
+    }
+
+    fn apply_step(
+        &mut self,
+        state: &mut ImageState,
+        _stage: &PlannedStage,
+        step: &Step,
+    ) -> Result<(), EngineError> {
+        let sref = self.step_ref(step);
+        let created = self.created.clone();
+        match &step.instruction {
+            Instruction::Run(r) => {
+                let argv = run::argv(state, r);
+                let layer = run::run(self, state, step, r, &sref)?;
+                state.add(
+                    &created,
+                    run::created_by(&argv, &step.build_args),
+                    Some(layer),
+                );
+            }
+            Instruction::Workdir(dir) => {
+                let current = state
+                    .config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.working_dir.clone())
+                    .unwrap_or_default();
+                let wd = metadata::resolve_workdir(&current, dir);
+                state.container().working_dir = Some(wd.clone());
+                let layer = workdir::make_dir(self, state, &wd, &sref)?;
+                state.add(&created, format!("WORKDIR {wd}"), layer);
+            }
+            Instruction::Copy(_) | Instruction::Add(_) => {
+                return Err(sref.fail("COPY and ADD are not implemented yet"));
+            }
+            Instruction::From(_) => {}
+            other => {
+                if let Some(text) = metadata::apply(state, other) {
+                    state.add(&created, text, None);
+                }
+            }
+        }
+        Ok(())
+    }
+}

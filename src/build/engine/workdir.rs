@@ -1,0 +1,80 @@
+//! WORKDIR creates its directory (and missing parents) as a layer when the
+//! image lacks it, as BuildKit does; nothing when it exists.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::layer::{self, Compression, IdMapping, WriteOptions};
+use crate::snapshot::{lower, Change, ChangeKind, ChangeList};
+use crate::store::{Descriptor, Digest};
+
+use super::error::StepRef;
+use super::state::{layer_media_type, ImageState};
+use super::{Engine, EngineError};
+
+pub fn make_dir(
+    eng: &Engine,
+    state: &ImageState,
+    wd: &str,
+    sref: &StepRef,
+) -> Result<Option<(Descriptor, Digest)>, EngineError> {
+    let unpacked = eng
+        .store
+        .ensure_unpacked(&state.layer_sources(), eng.lower_mode)
+        .map_err(sref.wrap("unpack the image"))?;
+    let lowers: Vec<std::path::PathBuf> = unpacked.iter().rev().map(|u| u.rootfs.clone()).collect();
+    let parts: Vec<&str> = wd.split('/').filter(|p| !p.is_empty()).collect();
+    let mut missing = Vec::new();
+    for i in 0..parts.len() {
+        let rel = parts[..=i].join("/");
+        if !missing.is_empty()
+            || !lower::exists(&lowers, &rel).map_err(sref.wrap(format!("look up /{rel}")))?
+        {
+            missing.push(rel);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let stage = tempfile::Builder::new()
+        .prefix("workdir-")
+        .tempdir_in(eng.store.root().join("tmp"))
+        .map_err(sref.wrap("make a staging directory"))?;
+    let full = stage.path().join(parts.join("/"));
+    std::fs::create_dir_all(&full).map_err(sref.wrap("make the directory"))?;
+    for i in 0..parts.len() {
+        let p = stage.path().join(parts[..=i].join("/"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+            .map_err(sref.wrap("set the directory's mode"))?;
+    }
+    let changes = ChangeList {
+        source: stage.path().to_path_buf(),
+        changes: missing
+            .into_iter()
+            .map(|path| Change {
+                path,
+                kind: ChangeKind::Upsert,
+            })
+            .collect(),
+    };
+    let (uid, gid) = crate::sys::fs::effective_ids();
+    let opts = WriteOptions {
+        compression: Compression::Gzip,
+        source_date_epoch: eng.req.source_date_epoch,
+        // Whoever runs kiln, the directory is root's in the image.
+        ids: IdMapping::single(uid, gid),
+        recorded: Vec::new(),
+    };
+    let written =
+        layer::write_layer(eng.store, &changes, &opts).map_err(sref.wrap("write the layer"))?;
+    Ok(Some((
+        Descriptor {
+            media_type: layer_media_type(&written.media_type, state.docker),
+            digest: written.digest,
+            size: written.size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        },
+        written.diff_id,
+    )))
+}

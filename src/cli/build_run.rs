@@ -1,0 +1,263 @@
+//! `kiln build` without `--dry-run`: runs the engine, then names, pushes and
+//! exports the image as the flags ask.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use kiln::build::engine::{self, BuildRequest, ProgressMode, PullPolicy, SecretSource};
+use kiln::frontend::stages::Dockerfile;
+use kiln::layer::Mode;
+use kiln::plan::PlanOptions;
+use kiln::registry::credentials::{AuthConfig, AuthEnv};
+use kiln::registry::{self, Progress as PushProgress, PushOptions};
+use kiln::store::{Descriptor, Store};
+use kiln::transport;
+
+use super::build::{BuildArgs, Progress};
+use super::output::OutputSpec;
+
+pub struct Input<'a> {
+    pub df: &'a Dockerfile,
+    pub plan: PlanOptions,
+    pub context: Option<PathBuf>,
+    pub ignore: Vec<String>,
+    pub outputs: &'a [OutputSpec],
+}
+
+/// `id=ID[,src=FILE|,env=VAR]`; with neither src nor env, BuildKit reads
+/// the environment variable named ID.
+fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", "file" | "env")) => {}
+            _ => bail!("invalid --secret {spec:?}: expected id=ID,src=FILE or id=ID,env=VAR"),
+        }
+    }
+    let id = id.with_context(|| format!("--secret {spec:?} has no id"))?;
+    let source = match (src, env) {
+        (Some(f), None) => {
+            if !f.is_file() {
+                bail!("--secret {spec:?}: {} is not a file", f.display());
+            }
+            SecretSource::File(std::fs::canonicalize(&f)?)
+        }
+        (None, Some(v)) => SecretSource::Env(v),
+        (None, None) => SecretSource::Env(id.clone()),
+        (Some(_), Some(_)) => bail!("--secret {spec:?}: give src or env, not both"),
+    };
+    Ok((id, source))
+}
+
+pub fn execute(root: Option<PathBuf>, args: &BuildArgs, input: Input) -> Result<()> {
+    let root = super::system::store_root(root);
+    let store =
+        Store::open(&root).with_context(|| format!("open the store at {}", root.display()))?;
+    let mut secrets = BTreeMap::new();
+    for s in &args.secrets {
+        let (id, src) = parse_secret(s)?;
+        secrets.insert(id, src);
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let progress = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        match args.progress {
+            Progress::Json => ProgressMode::Json,
+            Progress::Quiet => ProgressMode::Quiet,
+            _ => ProgressMode::Plain,
+        }
+    };
+    let pull = match args.pull.as_deref() {
+        None | Some("missing") | Some("false") => PullPolicy::Missing,
+        Some("always") | Some("true") => PullPolicy::Always,
+        Some("never") => PullPolicy::Never,
+        Some(other) => bail!("invalid --pull {other:?}: missing, always or never"),
+    };
+    let docker_format = match args.media_types.as_str() {
+        "oci" => false,
+        "docker" => true,
+        other => bail!("invalid --media-types {other:?}: oci or docker"),
+    };
+    let req = BuildRequest {
+        plan: input.plan,
+        context: input
+            .context
+            .as_ref()
+            .map(std::fs::canonicalize)
+            .transpose()
+            .context("resolve the build context")?,
+        ignore: input.ignore,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        isolation: args.isolation.parse().map_err(anyhow::Error::msg)?,
+        snapshotter: args
+            .snapshotter
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        source_date_epoch: args.source_date_epoch,
+        secrets,
+        labels,
+        pull,
+        client: args.tls.options(),
+        docker_format,
+        progress,
+    };
+    let built = engine::build(&store, input.df, &req)?;
+    let id = built.id.to_string();
+
+    let mut names = Vec::new();
+    for t in &args.tags {
+        let name = transport::normalize_name(t)?;
+        transport::set_name(&store, &name, &built.manifest)
+            .with_context(|| format!("name the image {t}"))?;
+        names.push(name);
+    }
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, &id).with_context(|| format!("write {}", f.display()))?;
+    }
+    let mut pushed_digest = None;
+    let mut registries: Vec<String> = Vec::new();
+    if args.push {
+        registries.extend(names.iter().cloned());
+    }
+    for o in input.outputs {
+        match o {
+            OutputSpec::Image { name, push } => {
+                if let Some(n) = name {
+                    let full = transport::normalize_name(n)?;
+                    transport::set_name(&store, &full, &built.manifest)?;
+                    if *push {
+                        registries.push(full.clone());
+                    }
+                    names.push(full);
+                }
+            }
+            OutputSpec::Registry(r) => registries.push(r.clone()),
+            OutputSpec::OciDir { dir, tag } => {
+                let dest = match tag {
+                    Some(t) => format!("oci:{}:{t}", dir.display()),
+                    None => format!("oci:{}", dir.display()),
+                };
+                transport::export(&store, &id, &dest)
+                    .with_context(|| format!("export to {dest}"))?;
+            }
+            OutputSpec::OciArchive(f) => {
+                let dest = format!("oci-archive:{}", f.display());
+                transport::export(&store, &id, &dest)
+                    .with_context(|| format!("export to {dest}"))?;
+            }
+            OutputSpec::DockerArchive(f) => {
+                let dest = match names.first() {
+                    Some(n) => format!("docker-archive:{}:{n}", f.display()),
+                    None => format!("docker-archive:{}", f.display()),
+                };
+                transport::export(&store, &id, &dest)
+                    .with_context(|| format!("export to {dest}"))?;
+            }
+            OutputSpec::Local(dir) => export_files(&store, &built.manifest, dir, false)?,
+            OutputSpec::Tar(file) => export_files(&store, &built.manifest, file, true)?,
+        }
+    }
+    for r in &registries {
+        let digest = push(&store, &built.manifest, r, args)?;
+        pushed_digest = Some(digest);
+    }
+    if let Some(f) = &args.digestfile {
+        let d = pushed_digest
+            .clone()
+            .unwrap_or_else(|| built.manifest.digest.to_string());
+        std::fs::write(f, d).with_context(|| format!("write {}", f.display()))?;
+    }
+    if let Some(f) = &args.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.config.digest": id,
+            "containerimage.digest": built.manifest.digest.to_string(),
+            "image.name": names.join(","),
+            "kiln.steps": built.steps,
+            "kiln.cached_steps": built.cached_steps,
+        });
+        std::fs::write(f, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("write {}", f.display()))?;
+    }
+    println!("{id}");
+    Ok(())
+}
+
+fn push(store: &Store, desc: &Descriptor, dest: &str, args: &BuildArgs) -> Result<String> {
+    let reference = super::remote::docker_reference(dest)?;
+    let env = AuthEnv::from_process();
+    let credential = AuthConfig::open(&env)?
+        .get(reference.registry())
+        .with_context(|| format!("look up credentials for {}", reference.registry()))?;
+    let opts = PushOptions {
+        client: args.tls.options(),
+        ..PushOptions::default()
+    };
+    let progress = PushProgress::new(args.quiet);
+    let pushed = registry::push(store, desc, &reference, credential, &opts, &progress)
+        .with_context(|| format!("push to {reference}"))?;
+    Ok(pushed.digest.to_string())
+}
+
+/// `--output type=local|tar`: the image's files (flattened), not the image.
+fn export_files(store: &Store, desc: &Descriptor, dest: &PathBuf, tar: bool) -> Result<()> {
+    let img = transport::StoredImage::load(store, desc)?;
+    let layers: Vec<kiln::store::LayerSource> = img
+        .manifest
+        .layers
+        .iter()
+        .zip(&img.config.rootfs.diff_ids)
+        .map(|(l, d)| kiln::store::LayerSource {
+            blob: l.digest.clone(),
+            diff_id: d.clone(),
+        })
+        .collect();
+    let unpacked = store
+        .ensure_unpacked(&layers, Mode::Flatten)
+        .context("unpack the image")?;
+    let Some(tree) = unpacked.last() else {
+        if !tar {
+            std::fs::create_dir_all(dest)?;
+        }
+        return Ok(());
+    };
+    let status = if tar {
+        let mut cmd = std::process::Command::new("tar");
+        cmd.arg("-C").arg(&tree.rootfs).arg("-cf");
+        if dest.as_os_str() == "-" {
+            cmd.arg("-");
+        } else {
+            cmd.arg(dest);
+        }
+        cmd.arg(".").status()
+    } else {
+        std::fs::create_dir_all(dest)?;
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(tree.rootfs.join("."))
+            .arg(dest)
+            .status()
+    }
+    .context("copy the image's files")?;
+    if !status.success() {
+        bail!(
+            "copying the image's files to {} failed ({status})",
+            dest.display()
+        );
+    }
+    Ok(())
+}
