@@ -124,7 +124,7 @@ pub fn run(
     input.isolation = eng.req.isolation;
     input.source_date_epoch = eng.req.source_date_epoch;
     input.mounts = prepared.mounts.clone();
-    let out = step::run_layer(&eng.store, &state.layer_sources(), &state.config, &input)
+    let out = step::run_layer(eng.store, &state.layer_sources(), &state.config, &input)
         .map_err(sref.wrap("run"))?;
     drop(prepared);
     if !out.status.success() {
