@@ -47,7 +47,7 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile (use --dry-run to print the plan).
     #[command(alias = "bud")]
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// List images in the local store.
     Images(images::ImagesArgs),
     /// Pull an image from a registry (or a local transport) into the store.
@@ -96,7 +96,7 @@ fn init_logging(level: &str) {
 pub fn run(cli: Cli) -> Result<()> {
     init_logging(&cli.log_level);
     match cli.command {
-        Command::Build(args) => build::run(cli.root, args),
+        Command::Build(args) => build::run(cli.root, *args),
         Command::Debug(args) => debug::run(cli.root, args),
         Command::System(args) => system::run(cli.root, args),
         Command::Images(args) => images::images(cli.root, args),
