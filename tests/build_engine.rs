@@ -1,0 +1,215 @@
+//! `kiln build` end to end, rootless as the unprivileged test user over the
+//! busybox fixture: instructions land in the tree and the config, secrets
+//! land nowhere, SOURCE_DATE_EPOCH makes digests reproducible, and a failing
+//! RUN names its Dockerfile line.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::run_step::{Kiln, Tier};
+use crate::support::tools;
+use crate::support::user::running_as_root;
+
+fn rootless() -> Kiln {
+    let tier = if Tier::available().contains(&Tier::Subuid) {
+        Tier::Subuid
+    } else {
+        Tier::Single
+    };
+    Kiln::new(tier)
+}
+
+/// A context directory holding `files` (name → content), readable by the tier's user.
+fn context(kiln: &Kiln, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = kiln.subdir(name);
+    for (f, text) in files {
+        let p = dir.join(f);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+    }
+    if kiln.tier != Tier::Chroot {
+        kiln.user.own(&dir);
+    }
+    dir
+}
+
+/// `kiln build ARGS CONTEXT` that must succeed; returns stdout (the image id).
+fn build(kiln: &Kiln, args: &[&str], ctx: &Path) -> String {
+    let mut c = kiln.command(&["build"]);
+    c.args(args).arg(ctx);
+    tools::run_stdout(&mut c).trim().to_string()
+}
+
+/// Exports `name` to an OCI layout and unpacks it with umoci (as root, so
+/// owners are kept); returns the rootfs.
+fn unpack(kiln: &Kiln, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let out = tempfile::tempdir().unwrap();
+    let layout = kiln.subdir("export");
+    let dest = format!("oci:{}:t", layout.display());
+    tools::run(&mut kiln.command(&["push", name, &dest]));
+    let bundle = out.path().join("bundle");
+    let mut umoci = Command::new(tools::require("umoci"));
+    umoci
+        .args(["unpack", "--image"])
+        .arg(format!("{}:t", layout.display()));
+    if !running_as_root() {
+        umoci.arg("--rootless");
+    }
+    umoci.arg(&bundle);
+    tools::run(&mut umoci);
+    let rootfs = bundle.join("rootfs");
+    (out, rootfs)
+}
+
+/// The busybox fixture as its deterministic OCI layout made it (same
+/// digests on every run, unlike `import`, which dates the config now).
+fn pull_busybox(kiln: &Kiln, name: &str) {
+    let layout = kiln.subdir("busybox-oci");
+    crate::support::busybox::busybox_layout(&layout, "base");
+    if kiln.tier != Tier::Chroot {
+        kiln.user.own(&layout);
+    }
+    let src = format!("oci:{}:base", layout.display());
+    let pulled = tools::run_stdout(&mut kiln.command(&["pull", &src]));
+    let stored = pulled.lines().last().unwrap().trim().to_string();
+    tools::run(&mut kiln.command(&["tag", &stored, name]));
+}
+
+fn config(kiln: &Kiln, name: &str) -> serde_json::Value {
+    let out = tools::run_stdout(&mut kiln.command(&["inspect", name]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+const APP: &str = r#"FROM base
+ARG GREETING=hello
+ENV APP=/app
+WORKDIR /app/sub
+RUN echo "$GREETING $APP" > greeting && id -u > who
+RUN --mount=type=cache,target=/cache echo x >> /cache/log && wc -l < /cache/log > count
+RUN --mount=type=secret,id=tok cat /run/secrets/tok | wc -c > secret-len
+RUN --mount=type=tmpfs,target=/scratch touch /scratch/gone && ls /scratch > tmpfs-list
+RUN <<EOF
+echo from-heredoc > heredoc
+EOF
+EXPOSE 8080 9000/udp
+LABEL org.example.k=v
+USER nobody
+ENTRYPOINT ["sh", "-c"]
+CMD ["cat greeting"]
+"#;
+
+#[test]
+fn build_rootless_lands_instructions_in_tree_and_config_and_no_secret_anywhere() {
+    let kiln = rootless();
+    kiln.import_busybox("base");
+    let secret = "kiln-secret-7f3a9c1e";
+    let ctx = context(&kiln, "ctx", &[("Dockerfile", APP)]);
+    let secret_file = kiln.subdir("secrets").join("tok");
+    fs::write(&secret_file, secret).unwrap();
+    if kiln.tier != Tier::Chroot {
+        kiln.user.own(&secret_file);
+    }
+    let src = format!("id=tok,src={}", secret_file.display());
+    let id = build(&kiln, &["-t", "app:1", "--secret", &src], &ctx);
+    assert!(id.starts_with("sha256:"), "{id}");
+    // The cache mount persists: a second build (no layer cache yet) sees 2 lines.
+    build(
+        &kiln,
+        &["-t", "app:2", "--no-cache", "--secret", &src],
+        &ctx,
+    );
+
+    let (_keep, rootfs) = unpack(&kiln, "app:2");
+    let read = |p: &str| fs::read_to_string(rootfs.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(read("app/sub/greeting"), "hello /app\n");
+    assert_eq!(read("app/sub/who"), "0\n");
+    assert_eq!(read("app/sub/count").trim(), "2");
+    assert_eq!(read("app/sub/secret-len").trim(), secret.len().to_string());
+    assert_eq!(read("app/sub/tmpfs-list"), "gone\n");
+    assert_eq!(read("app/sub/heredoc"), "from-heredoc\n");
+    for gone in ["cache", "run/secrets/tok", "scratch/gone"] {
+        assert!(!rootfs.join(gone).exists(), "{gone} leaked into the image");
+    }
+
+    let c = config(&kiln, "app:2");
+    let cfg = &c["Config"];
+    assert_eq!(cfg["User"], "nobody");
+    assert_eq!(cfg["WorkingDir"], "/app/sub");
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["sh", "-c"]));
+    assert_eq!(cfg["Cmd"], serde_json::json!(["cat greeting"]));
+    assert_eq!(cfg["Labels"]["org.example.k"], "v");
+    assert!(cfg["ExposedPorts"]["9000/udp"].is_object(), "{cfg}");
+    assert!(cfg["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "APP=/app"));
+    let history = tools::run_stdout(&mut kiln.command(&["history", "--no-trunc", "app:2"]));
+    assert!(
+        history.contains("RUN |1 GREETING=hello /bin/sh -c echo \"$GREETING $APP\""),
+        "{history}"
+    );
+
+    // The secret is in no blob, compressed or not.
+    for entry in fs::read_dir(kiln.store().join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let raw = fs::read(&path).unwrap();
+        let mut plain = Vec::new();
+        let mut gz = flate2::read::GzDecoder::new(&raw[..]);
+        let text = if std::io::Read::read_to_end(&mut gz, &mut plain).is_ok() {
+            plain
+        } else {
+            raw
+        };
+        assert!(
+            !text.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret is in blob {}",
+            path.display()
+        );
+    }
+    tools::run(&mut kiln.command(&["system", "check"]));
+}
+
+#[test]
+fn build_with_source_date_epoch_is_reproducible_across_stores() {
+    let df = "FROM base\nRUN mkdir -p /out && echo one > /out/a && ln -s a /out/b\nWORKDIR /w\nENV X=1\nCMD [\"sh\"]\n";
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        let kiln = rootless();
+        pull_busybox(&kiln, "base");
+        let ctx = context(&kiln, "ctx", &[("Dockerfile", df)]);
+        let digest_file = kiln.subdir("out").join("digest");
+        let mut c = kiln.command(&["build", "-t", "r:1", "--digestfile"]);
+        c.arg(&digest_file).arg(&ctx).env("SOURCE_DATE_EPOCH", "0");
+        tools::run(&mut c);
+        digests.push(fs::read_to_string(&digest_file).unwrap());
+    }
+    assert_eq!(digests[0], digests[1]);
+    assert!(digests[0].starts_with("sha256:"));
+}
+
+#[test]
+fn build_failing_run_names_the_line_and_exit_code_and_keeps_the_store_consistent() {
+    let kiln = rootless();
+    kiln.import_busybox("base");
+    let ctx = context(
+        &kiln,
+        "ctx",
+        &[("Dockerfile", "FROM base\nRUN true\nRUN exit 3\n")],
+    );
+    let out = kiln
+        .command(&["build", "-t", "bad:1"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:3:1"), "{err}");
+    assert!(err.contains("exit 3"), "{err}");
+    assert!(err.contains("code 3"), "{err}");
+    tools::run(&mut kiln.command(&["system", "check"]));
+    let images = tools::run_stdout(&mut kiln.command(&["images"]));
+    assert!(!images.contains("bad"), "{images}");
+}
