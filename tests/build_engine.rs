@@ -169,6 +169,15 @@ fn build_rootless_lands_instructions_in_tree_and_config_and_no_secret_anywhere()
             path.display()
         );
     }
+    // `kiln run` runs ENTRYPOINT + CMD as USER, and a given command replaces CMD.
+    let ran = tools::run_stdout(&mut kiln.command(&["run", "--rm", "app:2"]));
+    assert_eq!(ran, "hello /app\n");
+    let out = kiln
+        .command(&["run", "app:2", "id -u; pwd; exit 4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n/app/sub\n");
     tools::run(&mut kiln.command(&["system", "check"]));
 }
 

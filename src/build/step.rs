@@ -46,6 +46,9 @@ pub struct StepInput {
     pub tag: Option<String>,
     /// More mounts for the command (RUN --mount): never in the layer.
     pub mounts: Vec<exec::Mount>,
+    /// Run without keeping anything (`kiln run`): no layer is written and
+    /// the command gets kiln's stdin.
+    pub discard: bool,
 }
 
 impl StepInput {
@@ -65,6 +68,7 @@ impl StepInput {
             source_date_epoch: None,
             tag: None,
             mounts: Vec::new(),
+            discard: false,
         }
     }
 }
@@ -270,7 +274,11 @@ pub fn run_layer(
     let outcome = {
         let _s = tracing::debug_span!("run").entered();
         Sandbox::new(input.isolation)
-            .stdin(Stdin::Null)
+            .stdin(if input.discard {
+                Stdin::Inherit
+            } else {
+                Stdin::Null
+            })
             .run(&spec)
             .map_err(|source| BuildError::Exec {
                 argv: argv.clone(),
@@ -289,8 +297,8 @@ pub fn run_layer(
         changed_paths: 0,
         timings,
     };
-    if !outcome.status.success() {
-        tracing::info!(status = outcome.status.code(), "step command failed");
+    if input.discard || !outcome.status.success() {
+        tracing::info!(status = outcome.status.code(), "step command ended");
         out.timings.total = started.elapsed();
         return Ok(out);
     }

@@ -10,6 +10,7 @@ mod inspect;
 mod output;
 mod remote;
 mod run_debug;
+mod run_image;
 mod snapshot_debug;
 mod step_debug;
 mod system;
@@ -48,6 +49,8 @@ pub enum Command {
     /// Build an image from a Dockerfile (use --dry-run to print the plan).
     #[command(alias = "bud")]
     Build(Box<build::BuildArgs>),
+    /// Run an image's command in the rootless sandbox (host network; nothing is kept).
+    Run(run_image::RunArgs),
     /// List images in the local store.
     Images(images::ImagesArgs),
     /// Pull an image from a registry (or a local transport) into the store.
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(args) => build::run(cli.root, *args),
         Command::Debug(args) => debug::run(cli.root, args),
         Command::System(args) => system::run(cli.root, args),
+        Command::Run(args) => run_image::run(cli.root, args),
         Command::Images(args) => images::images(cli.root, args),
         Command::Tag(args) => images::tag(cli.root, args),
         Command::Rmi(args) => images::rmi(cli.root, args),
