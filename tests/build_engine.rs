@@ -113,7 +113,8 @@ fn build_rootless_lands_instructions_in_tree_and_config_and_no_secret_anywhere()
     }
     let src = format!("id=tok,src={}", secret_file.display());
     let id = build(&kiln, &["-t", "app:1", "--secret", &src], &ctx);
-    assert!(id.starts_with("sha256:"), "{id}");
+    // stdout is the image id alone: RUN output goes to stderr.
+    assert!(id.starts_with("sha256:") && !id.contains('\n'), "{id}");
     // The cache mount persists: a second build (no layer cache yet) sees 2 lines.
     build(
         &kiln,

@@ -49,6 +49,8 @@ pub struct StepInput {
     /// Run without keeping anything (`kiln run`): no layer is written and
     /// the command gets kiln's stdin.
     pub discard: bool,
+    /// Where the command's output goes.
+    pub output: exec::Output,
 }
 
 impl StepInput {
@@ -69,6 +71,7 @@ impl StepInput {
             tag: None,
             mounts: Vec::new(),
             discard: false,
+            output: exec::Output::Inherit,
         }
     }
 }
@@ -279,6 +282,7 @@ pub fn run_layer(
             } else {
                 Stdin::Null
             })
+            .output(input.output)
             .run(&spec)
             .map_err(|source| BuildError::Exec {
                 argv: argv.clone(),

@@ -44,7 +44,7 @@ pub use child::sandbox_main;
 pub use error::{Attempt, ExecError, SetupFailure, Stage};
 pub use idmap::{IdMap, IdRange};
 pub use isolation::Isolation;
-pub use parent::{Executor, ExitStatus, RunOutcome, Sandbox, Stdin};
+pub use parent::{Executor, ExitStatus, Output, RunOutcome, Sandbox, Stdin};
 pub use protocol::SANDBOX_ARG;
 pub use spec::{IdMapChoice, Mount, MountKind, Network, ProcessSpec, RootFs, DEFAULT_PATH};
 pub use user::{resolve as resolve_user, Credentials};

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{self, BufReader};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -80,12 +80,25 @@ pub enum Stdin {
     Inherit,
 }
 
+/// Where the command's stdout and stderr go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// kiln's own stdout and stderr.
+    #[default]
+    Inherit,
+    /// Both to kiln's stderr (a build keeps its stdout for the image id).
+    Stderr,
+    /// Discarded (`build -q`).
+    Null,
+}
+
 /// The namespace sandbox (see the module docs).
 #[derive(Clone, Debug)]
 pub struct Sandbox {
     isolation: Isolation,
     program: PathBuf,
     stdin: Stdin,
+    output: Output,
 }
 
 impl Default for Sandbox {
@@ -102,6 +115,7 @@ impl Sandbox {
             isolation,
             program: PathBuf::from("/proc/self/exe"),
             stdin: Stdin::Null,
+            output: Output::Inherit,
         }
     }
 
@@ -114,6 +128,11 @@ impl Sandbox {
 
     pub fn stdin(mut self, stdin: Stdin) -> Sandbox {
         self.stdin = stdin;
+        self
+    }
+
+    pub fn output(mut self, output: Output) -> Sandbox {
+        self.output = output;
         self
     }
 }
@@ -155,6 +174,19 @@ impl Sandbox {
             Stdin::Null => Stdio::null(),
             Stdin::Inherit => Stdio::inherit(),
         });
+        match self.output {
+            Output::Inherit => {}
+            Output::Null => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+            Output::Stderr => {
+                let err = io::stderr()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(ExecError::Pipe)?;
+                cmd.stdout(Stdio::from(err));
+            }
+        }
         let fds = [
             (to_child_r.as_raw_fd(), FROM_PARENT_FD),
             (from_child_w.as_raw_fd(), TO_PARENT_FD),

@@ -124,6 +124,11 @@ pub fn run(
     input.isolation = eng.req.isolation;
     input.source_date_epoch = eng.req.source_date_epoch;
     input.mounts = prepared.mounts.clone();
+    input.output = if eng.req.progress == super::ProgressMode::Quiet {
+        exec::Output::Null
+    } else {
+        exec::Output::Stderr
+    };
     let out = step::run_layer(eng.store, &state.layer_sources(), &state.config, &input)
         .map_err(sref.wrap("run"))?;
     drop(prepared);
