@@ -63,6 +63,7 @@
 //! an ordinary whiteout.
 
 mod ownership;
+mod pargz;
 mod sink;
 mod tar;
 

@@ -41,12 +41,12 @@ impl<W: Write> Write for HashWriter<W> {
 }
 
 /// A compressing writer. gzip: level 6 (flate2's default, what docker and
-/// BuildKit use), header without name or mtime so the bytes depend on the
-/// content only. zstd: level 3 (the library default), single-threaded, so
+/// BuildKit use), 4 MiB members compressed in parallel (see `pargz`),
+/// headers without name or mtime so the bytes depend on the content only. zstd: level 3 (the library default), single-threaded, so
 /// the output is deterministic.
 pub(super) enum Compressor<W: Write> {
     Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(super::pargz::ParGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -54,9 +54,7 @@ impl<W: Write> Compressor<W> {
     pub(super) fn new(inner: W, c: Compression) -> io::Result<Self> {
         Ok(match c {
             Compression::None => Compressor::Plain(inner),
-            Compression::Gzip => Compressor::Gzip(
-                flate2::GzBuilder::new().write(inner, flate2::Compression::default()),
-            ),
+            Compression::Gzip => Compressor::Gzip(super::pargz::ParGzEncoder::new(inner)),
             Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(inner, 3)?),
         })
     }
