@@ -10,7 +10,8 @@ pub use crate::image::Compression;
 /// `store::VerifiedReader` checks the blob digest).
 pub enum Decoder<R: Read> {
     Plain(BufReader<R>),
-    Gzip(flate2::bufread::MultiGzDecoder<BufReader<R>>),
+    // Boxed: zlib-rs's inflate state is large, the other variants small.
+    Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<R>>>),
     Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>),
 }
 
@@ -24,7 +25,7 @@ impl<R: Read> Decoder<R> {
         let kind = Compression::detect(buf.fill_buf()?);
         let dec = match kind {
             Compression::None => Decoder::Plain(buf),
-            Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(buf)),
+            Compression::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buf))),
             Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(buf)?),
         };
         Ok((dec, kind))

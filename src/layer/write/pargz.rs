@@ -41,7 +41,8 @@ impl<W: Write> ParGzEncoder<W> {
     fn spawn_chunk(&mut self) -> io::Result<()> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         self.started = true;
-        self.pending.push_back(std::thread::spawn(move || member(&data)));
+        self.pending
+            .push_back(std::thread::spawn(move || member(&data)));
         while self.pending.len() > self.max_pending {
             self.write_oldest()?;
         }
