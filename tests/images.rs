@@ -968,3 +968,71 @@ fn prune_removes_unpacked_trees_no_name_uses() {
     assert_ne!(reclaimed, "0B", "{out}");
     f.check_clean();
 }
+
+#[test]
+fn prune_keeps_the_build_cache_until_asked() {
+    use kiln::store::{CacheRecord, Digest};
+    let f = Fixture::new();
+    let store = f.store();
+    let (_, entry) = transport::find_image(&store, "busybox").unwrap();
+    let mut image = entry.image.descriptor.clone();
+    image.annotations.clear();
+    let key = Digest::of_bytes(b"a step's key");
+    let record = CacheRecord {
+        image,
+        inputs: [("instruction".to_string(), "RUN true".to_string())].into(),
+        slot: "Dockerfile/0/1".to_string(),
+    };
+    store.cache_put(&key, &record).unwrap();
+    // Only the cache keeps busybox now; it is no dangling image either.
+    f.ok(&["rmi", "busybox"]);
+    age_blobs(&f.root);
+    let out = f.ok(&["prune", "-f"]);
+    assert_eq!(out, "Total reclaimed space: 0B\n");
+    assert_eq!(f.ok(&["images", "-q"]), "");
+    let out = f.ok(&["system", "check"]);
+    assert!(out.contains(", 1 build cache record(s)\n"), "{out}");
+    f.check_clean();
+
+    // A record whose layer went missing is a problem `system check` names.
+    let layer = f
+        .store()
+        .blob_path(&Digest::parse(&f.busybox.layer).unwrap());
+    let saved = fs::read(&layer).unwrap();
+    fs::remove_file(&layer).unwrap();
+    let o = f.run(&["system", "check"]);
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!(
+            "build cache record {key} points at missing blob {}",
+            f.busybox.layer
+        )),
+        "{out}"
+    );
+    fs::write(&layer, saved).unwrap();
+    age_blobs(&f.root);
+
+    let out = f.ok(&["prune", "-f", "--cache"]);
+    assert!(
+        out.starts_with(&format!(
+            "Deleted build cache objects:\n{key}\n\nDeleted Images:\n"
+        )),
+        "{out}"
+    );
+    let img = &entry.image;
+    for d in [
+        &img.descriptor.digest,
+        &img.manifest.config.digest,
+        &img.manifest.layers[0].digest,
+    ] {
+        assert!(
+            out.contains(&format!("deleted: {d}\n")),
+            "{d} not deleted:\n{out}"
+        );
+    }
+    assert_eq!(f.store().cache_get(&key).unwrap(), None);
+    let out = f.ok(&["system", "check"]);
+    assert!(out.contains(", 0 build cache record(s)\n"), "{out}");
+    f.check_clean();
+}

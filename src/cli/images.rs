@@ -298,6 +298,10 @@ pub struct PruneArgs {
     /// Also remove unpacked layers that images still use (re-created on demand).
     #[arg(short, long)]
     pub all: bool,
+    /// Also drop the build cache (what `docker builder prune -a` drops), and
+    /// the image blobs only it kept.
+    #[arg(long)]
+    pub cache: bool,
     /// Do not ask for confirmation.
     #[arg(short, long)]
     pub force: bool,
@@ -306,9 +310,12 @@ pub struct PruneArgs {
 pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<()> {
     let store = open_store(root)?;
     if !args.force {
-        eprint!(
-            "WARNING! This will remove all dangling images and unreferenced data.\nAre you sure you want to continue? [y/N] "
-        );
+        let what = if args.cache {
+            "all dangling images, unreferenced data and the build cache"
+        } else {
+            "all dangling images and unreferenced data"
+        };
+        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
@@ -317,8 +324,16 @@ pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<()> {
     }
     let report = store.gc(&GcOptions {
         all_unpacked: args.all,
+        drop_cache: args.cache,
         ..GcOptions::default()
     })?;
+    if !report.removed_cache.is_empty() {
+        println!("Deleted build cache objects:");
+        for key in &report.removed_cache {
+            println!("{key}");
+        }
+        println!();
+    }
     if !report.removed.is_empty() {
         println!("Deleted Images:");
         for (d, _) in &report.removed {

@@ -33,16 +33,26 @@ pub fn run(root: Option<PathBuf>, args: SystemArgs) -> Result<()> {
             let report = store.check()?;
             let names = store.names()?.len();
             println!(
-                "store {}: {} blob(s) checked, {} name(s)",
+                "store {}: {} blob(s) checked, {} name(s), {} build cache record(s)",
                 root.display(),
                 report.blobs_checked,
-                names
+                names,
+                report.cache_records
             );
             for (want, got) in &report.corrupt_blobs {
                 println!("corrupt blob {want}: content hashes to {got}");
             }
             for (name, digest) in &report.missing_blobs {
                 println!("name {name:?} points at missing blob {digest}");
+            }
+            for (key, digest) in &report.cache_missing_blobs {
+                println!("build cache record {key} points at missing blob {digest}");
+            }
+            for path in &report.corrupt_cache_records {
+                println!(
+                    "build cache record {} (or its manifest) cannot be read",
+                    path.display()
+                );
             }
             for path in &report.stray_files {
                 println!("stray file {}", path.display());

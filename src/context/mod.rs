@@ -5,6 +5,7 @@
 mod error;
 mod filter;
 mod follow;
+pub mod hashcache;
 pub mod walk;
 
 use std::ffi::OsString;
@@ -16,6 +17,7 @@ use crate::frontend::error::{DockerfileError, Pos};
 use crate::frontend::patternmatcher::PatternMatcher;
 
 pub use error::ContextError;
+pub use hashcache::HashCache;
 pub use walk::{Entry, EntryKind, FilterOpts, FilteredFs, WalkAction};
 
 /// The ignore file that applies to a build, if any. As in BuildKit,

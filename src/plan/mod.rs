@@ -2,6 +2,7 @@
 //! from=` edges), pruned to what the target needs, ordered so that every
 //! stage comes after the stages it uses, with each step expanded.
 
+pub mod cache_key;
 mod expand;
 pub mod platform;
 pub mod render;

@@ -21,21 +21,31 @@ pub struct CheckReport {
     pub stray_files: Vec<PathBuf>,
     /// Leftover files in `tmp/` (from crashed or in-flight writes).
     pub stale_tmp_files: usize,
+    /// Layer cache records read.
+    pub cache_records: usize,
+    /// Cache records whose manifest, config or a layer is absent: (key, digest).
+    pub cache_missing_blobs: Vec<(Digest, Digest)>,
+    /// Cache record files that cannot be read, or whose manifest cannot be.
+    pub corrupt_cache_records: Vec<PathBuf>,
 }
 
 impl CheckReport {
-    /// No corruption, no dangling names, no stray files. Temp files alone do
-    /// not make a store unhealthy: they may belong to a write in progress.
+    /// No corruption, no dangling names or cache records, no stray files.
+    /// Temp files alone do not make a store unhealthy: they may belong to a
+    /// write in progress.
     pub fn is_ok(&self) -> bool {
         self.corrupt_blobs.is_empty()
             && self.missing_blobs.is_empty()
             && self.stray_files.is_empty()
+            && self.cache_missing_blobs.is_empty()
+            && self.corrupt_cache_records.is_empty()
     }
 }
 
 impl Store {
-    /// Re-hashes every blob, confirms every name's blob exists, and counts
-    /// temp files. Read-only; cost is proportional to the store's size.
+    /// Re-hashes every blob, confirms every name's blob and every blob of
+    /// each layer cache record exist, and counts temp files. Read-only; cost
+    /// is proportional to the store's size.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         let mut report = CheckReport::default();
         let blobs_dir = self.blobs_dir();
@@ -63,6 +73,7 @@ impl Store {
                 report.missing_blobs.push((name, desc.digest));
             }
         }
+        self.check_cache(&mut report)?;
         let tmp_dir = self.tmp_dir();
         report.stale_tmp_files = match fs::read_dir(&tmp_dir) {
             Ok(entries) => entries.count(),

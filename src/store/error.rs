@@ -38,6 +38,14 @@ pub enum StoreError {
         digest: Digest,
     },
 
+    /// A layer cache record would point at (or points at) an absent blob.
+    #[error("store {root}: cache record {key} needs missing blob {digest}")]
+    CacheMissingBlob {
+        root: PathBuf,
+        key: Digest,
+        digest: Digest,
+    },
+
     #[error("store {root}: blob {digest} not found")]
     BlobNotFound { root: PathBuf, digest: Digest },
 

@@ -14,9 +14,12 @@
 //!    within the grace period is never deleted, and files in `tmp/` (writes
 //!    in flight) are only removed once older than [`STALE_TMP`].
 //!
-//! Referenced = reachable from a name: a manifest's config and layers, an
-//! index's manifests (recursively), a `subject`. Any blob that fails to parse
-//! as JSON is a leaf.
+//! Referenced = reachable from a name or from a layer cache record (see
+//! `cache.rs`): a manifest's config and layers, an index's manifests
+//! (recursively), a `subject`. Any blob that fails to parse as JSON is a
+//! leaf. The build cache is kept unless [`GcOptions::drop_cache`] asks to
+//! drop it (`kiln prune --cache`), as docker keeps its build cache through
+//! `docker image prune` and drops it with `docker builder prune`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -48,6 +51,9 @@ pub struct GcOptions {
     /// image. A writer racing to name that same manifest gets `MissingBlob`
     /// from `set_name` (never a dangling name).
     pub immediate: BTreeSet<Digest>,
+    /// Drop the layer cache first (every record, slot and context hash
+    /// cache), so the blobs only it kept become unreferenced.
+    pub drop_cache: bool,
 }
 
 impl Default for GcOptions {
@@ -57,6 +63,7 @@ impl Default for GcOptions {
             only: None,
             all_unpacked: false,
             immediate: BTreeSet::new(),
+            drop_cache: false,
         }
     }
 }
@@ -70,7 +77,9 @@ pub struct GcReport {
     pub kept_young: usize,
     /// Stale temp files deleted.
     pub removed_tmp: usize,
-    /// Bytes freed in total (blobs, temp files, unpacked layers).
+    /// Keys of the layer cache records dropped (`drop_cache`).
+    pub removed_cache: Vec<Digest>,
+    /// Bytes freed in total (blobs, temp files, unpacked layers, cache records).
     pub reclaimed: u64,
 }
 
@@ -130,8 +139,13 @@ impl Store {
     /// Deletes unreferenced blobs (see the module notes for the rules).
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
         let _lock = self.lock_exclusive()?;
-        let referenced = self.referenced()?;
         let mut report = GcReport::default();
+        if opts.drop_cache {
+            let (keys, freed) = self.drop_cache()?;
+            report.removed_cache = keys;
+            report.reclaimed += freed;
+        }
+        let referenced = self.referenced()?;
         let now = SystemTime::now();
         let age = |m: &fs::Metadata| {
             m.modified()
@@ -197,7 +211,7 @@ impl Store {
         Ok(report)
     }
 
-    /// Every blob reachable from a name. Caller holds the lock.
+    /// Every blob reachable from a name or a cache record. Caller holds the lock.
     pub(super) fn referenced(&self) -> Result<BTreeSet<Digest>, StoreError> {
         let path = self.index_path();
         let index: serde_json::Value = match fs::read(&path) {
@@ -213,6 +227,7 @@ impl Store {
         // Every index.json entry counts, named or not: an unnamed entry put
         // there by another tool is not ours to delete.
         let mut todo: Vec<Digest> = child_digests(&index);
+        todo.extend(self.cache_roots()?);
         while let Some(d) = todo.pop() {
             if !seen.insert(d.clone()) {
                 continue;
@@ -233,7 +248,7 @@ impl Store {
 
 /// The digests an OCI/Docker document points at: `config`, `layers[]`,
 /// `manifests[]`, `subject`, `blobs[]`.
-fn child_digests(v: &serde_json::Value) -> Vec<Digest> {
+pub(super) fn child_digests(v: &serde_json::Value) -> Vec<Digest> {
     let digest_of = |d: &serde_json::Value| {
         d.get("digest")
             .and_then(|s| s.as_str())

@@ -6,6 +6,7 @@
 //! <root>/blobs/sha256/<hex>  content-addressed blobs
 //! <root>/tmp/                in-flight writes (same filesystem, so rename is atomic)
 //! <root>/lock                flock target serialising index.json updates
+//! <root>/cache/              the layer cache index (see `cache.rs`)
 //! ```
 //!
 //! Ordering rule: blobs are written (and fsynced) before any name refers to
@@ -14,6 +15,7 @@
 //! never a name pointing at nothing.
 
 mod blobs;
+mod cache;
 mod check;
 mod digest;
 mod error;
@@ -31,6 +33,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub use blobs::VerifiedReader;
+pub use cache::CacheRecord;
 pub use check::CheckReport;
 pub use digest::Digest;
 pub use error::StoreError;

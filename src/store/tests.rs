@@ -290,3 +290,308 @@ fn open_blob_missing_is_not_found() {
 fn default_root_is_absolute() {
     assert!(Store::default_root().is_absolute());
 }
+
+/// Stores a one-layer image (layer, config, manifest) unique to `tag` and
+/// returns its manifest descriptor and the three digests.
+fn put_image(s: &Store, tag: &str) -> (Descriptor, [Digest; 3]) {
+    let (layer, _) = s.put_bytes(format!("layer {tag}").as_bytes()).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer.to_string()]},
+    });
+    let (config, config_size) = s.put_bytes(config.to_string().as_bytes()).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config.to_string(),
+            "size": config_size,
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer.to_string(),
+            "size": format!("layer {tag}").len(),
+        }],
+    });
+    let (m, n) = s.put_bytes(manifest.to_string().as_bytes()).unwrap();
+    (desc(m.clone(), n), [m, config, layer])
+}
+
+fn record(image: Descriptor, slot: &str, instruction: &str) -> CacheRecord {
+    CacheRecord {
+        image,
+        inputs: [("instruction".to_string(), instruction.to_string())].into(),
+        slot: slot.to_string(),
+    }
+}
+
+fn key(s: &str) -> Digest {
+    Digest::of_bytes(s.as_bytes())
+}
+
+/// Moves every blob's mtime two hours back, past the gc grace period.
+fn age_all_blobs(root: &Path) {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    for e in fs::read_dir(root.join("blobs/sha256")).unwrap() {
+        fs::File::options()
+            .append(true)
+            .open(e.unwrap().path())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+}
+
+#[test]
+fn cache_put_get_and_last_for_slot() {
+    let (dir, s) = store();
+    let (img, _) = put_image(&s, "a");
+    let one = record(img.clone(), "slot-1", "RUN a");
+    s.cache_put(&key("k1"), &one).unwrap();
+    assert_eq!(s.cache_get(&key("k1")).unwrap(), Some(one.clone()));
+    assert_eq!(s.cache_get(&key("k2")).unwrap(), None);
+    assert_eq!(s.cache_last_for_slot("slot-1").unwrap(), Some(one.clone()));
+    assert_eq!(s.cache_last_for_slot("slot-2").unwrap(), None);
+    // Idempotent; a later key for the slot becomes its latest.
+    s.cache_put(&key("k1"), &one).unwrap();
+    let (img2, _) = put_image(&s, "b");
+    let two = record(img2, "slot-1", "RUN b");
+    s.cache_put(&key("k2"), &two).unwrap();
+    assert_eq!(s.cache_last_for_slot("slot-1").unwrap(), Some(two));
+    assert_eq!(s.cache_get(&key("k1")).unwrap(), Some(one));
+    let report = s.check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.cache_records, 2);
+    // Written through tmp/, nothing left there; one file per key.
+    assert_eq!(tmp_count(dir.path()), 0);
+    assert_eq!(
+        fs::read_dir(dir.path().join("cache/keys")).unwrap().count(),
+        2
+    );
+}
+
+#[test]
+fn cache_put_refuses_a_record_whose_blobs_are_missing() {
+    let (_dir, s) = store();
+    let (img, [_, _, layer]) = put_image(&s, "a");
+    let ghost = desc(Digest::of_bytes(b"no manifest"), 3);
+    let err = s
+        .cache_put(&key("k"), &record(ghost.clone(), "slot", "RUN a"))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "cache record {} needs missing blob {}",
+            key("k"),
+            ghost.digest
+        )),
+        "{err}"
+    );
+    fs::remove_file(s.blob_path(&layer)).unwrap();
+    let err = s
+        .cache_put(&key("k"), &record(img, "slot", "RUN a"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::CacheMissingBlob { digest, .. } if *digest == layer),
+        "{err}"
+    );
+    assert_eq!(s.cache_get(&key("k")).unwrap(), None);
+    assert_eq!(s.cache_last_for_slot("slot").unwrap(), None);
+    assert_eq!(s.check().unwrap().cache_records, 0);
+}
+
+#[test]
+fn cache_get_misses_when_a_blob_is_gone_and_check_reports_it() {
+    let (_dir, s) = store();
+    let (img, [_, config, _]) = put_image(&s, "a");
+    let rec = record(img, "slot", "RUN a");
+    s.cache_put(&key("k"), &rec).unwrap();
+    fs::remove_file(s.blob_path(&config)).unwrap();
+    assert_eq!(s.cache_get(&key("k")).unwrap(), None);
+    // Still there to explain a miss.
+    assert_eq!(s.cache_last_for_slot("slot").unwrap(), Some(rec));
+    let report = s.check().unwrap();
+    assert!(!report.is_ok());
+    assert_eq!(report.cache_missing_blobs, vec![(key("k"), config)]);
+}
+
+#[test]
+fn corrupt_or_misplaced_records_are_misses_and_reported() {
+    let (dir, s) = store();
+    let (img, _) = put_image(&s, "a");
+    s.cache_put(&key("k"), &record(img, "slot", "RUN a"))
+        .unwrap();
+    let keys = dir.path().join("cache/keys");
+    // A valid record under another key's name must not serve that key.
+    fs::copy(
+        keys.join(format!("{}.json", key("k").hex())),
+        keys.join(format!("{}.json", key("other").hex())),
+    )
+    .unwrap();
+    assert_eq!(s.cache_get(&key("other")).unwrap(), None);
+    fs::write(keys.join(format!("{}.json", key("k").hex())), b"{oops").unwrap();
+    assert_eq!(s.cache_get(&key("k")).unwrap(), None);
+    assert_eq!(s.cache_last_for_slot("slot").unwrap(), None);
+    let report = s.check().unwrap();
+    assert!(!report.is_ok());
+    assert_eq!(report.corrupt_cache_records.len(), 2, "{report:?}");
+    // Dropping the cache clears them.
+    let gc = s
+        .gc(&GcOptions {
+            drop_cache: true,
+            ..GcOptions::default()
+        })
+        .unwrap();
+    assert_eq!(gc.removed_cache.len(), 2);
+    assert!(s.check().unwrap().is_ok());
+}
+
+#[test]
+fn gc_keeps_cached_images_until_the_cache_is_dropped() {
+    let (dir, s) = store();
+    let (img, blobs) = put_image(&s, "a");
+    let rec = record(img, "slot", "RUN a");
+    s.cache_put(&key("k"), &rec).unwrap();
+    let (_, other) = put_image(&s, "unreferenced");
+    age_all_blobs(dir.path());
+
+    let report = s.gc(&GcOptions::default()).unwrap();
+    let mut removed: Vec<Digest> = report.removed.iter().map(|(d, _)| d.clone()).collect();
+    removed.sort();
+    let mut want = other.to_vec();
+    want.sort();
+    assert_eq!(removed, want, "only the unreferenced image goes");
+    assert!(report.removed_cache.is_empty());
+    assert!(s.unreferenced_blobs().unwrap().is_empty());
+    assert_eq!(s.cache_get(&key("k")).unwrap(), Some(rec));
+
+    // The hit refreshed the blobs' age: dropping the cache now keeps them
+    // for the grace period (a build may be about to name them).
+    let report = s
+        .gc(&GcOptions {
+            drop_cache: true,
+            ..GcOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed_cache, vec![key("k")]);
+    assert!(report.removed.is_empty());
+    assert_eq!(report.kept_young, 3);
+    assert_eq!(s.cache_get(&key("k")).unwrap(), None);
+    assert_eq!(s.cache_last_for_slot("slot").unwrap(), None);
+
+    // Past the grace period they go.
+    age_all_blobs(dir.path());
+    let report = s.gc(&GcOptions::default()).unwrap();
+    assert_eq!(report.removed.len(), 3);
+    assert!(blobs.iter().all(|d| !s.has(d)));
+    assert!(s.check().unwrap().is_ok());
+}
+
+#[test]
+fn drop_cache_removes_context_hash_caches_but_not_saves_in_flight() {
+    let (dir, s) = store();
+    let ctx = dir.path().join("cache/context");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("abc.json"), b"{}").unwrap();
+    fs::write(ctx.join(".abc.json.1.2.tmp"), b"{").unwrap();
+    s.gc(&GcOptions {
+        drop_cache: true,
+        ..GcOptions::default()
+    })
+    .unwrap();
+    assert!(!ctx.join("abc.json").exists());
+    assert!(ctx.join(".abc.json.1.2.tmp").exists());
+}
+
+#[test]
+fn concurrent_cache_writers_and_prune_leave_check_clean() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let (written, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let writers: Vec<_> = (0..2)
+        .map(|t| {
+            let root = dir.path().to_path_buf();
+            let (written, refused) = (written.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let s = Store::open(&root).unwrap();
+                for i in 0..40 {
+                    let (img, _) = put_image(&s, &format!("{t}-{i}"));
+                    let rec = record(img, &format!("slot-{}", i % 4), &format!("RUN {t} {i}"));
+                    // A prune with no grace may take the blobs before the
+                    // record is written: the put must then be refused.
+                    match s.cache_put(&key(&format!("{t}-{i}")), &rec) {
+                        Ok(()) => written.fetch_add(1, Ordering::Relaxed),
+                        Err(StoreError::CacheMissingBlob { .. }) => {
+                            refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => panic!("{e}"),
+                    };
+                    if let Some(got) = s.cache_get(&key(&format!("{t}-{i}"))).unwrap() {
+                        assert_eq!(got.inputs["instruction"], format!("RUN {t} {i}"));
+                    }
+                }
+            })
+        })
+        .collect();
+    let pruner = {
+        let root = dir.path().to_path_buf();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let s = Store::open(&root).unwrap();
+            let mut rounds = 0;
+            while !done.load(Ordering::Relaxed) || rounds < 5 {
+                s.gc(&GcOptions {
+                    grace: std::time::Duration::ZERO,
+                    // Early rounds also drop the cache; later ones must
+                    // keep what the writers record.
+                    drop_cache: rounds % 3 == 2 && rounds < 20,
+                    ..GcOptions::default()
+                })
+                .unwrap();
+                let report = s.check().unwrap();
+                assert!(report.is_ok(), "{report:?}");
+                rounds += 1;
+                // Let writers get some records in between.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            rounds
+        })
+    };
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let rounds = pruner.join().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let report = s.check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let (written, refused) = (
+        written.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
+    assert_eq!(written + refused, 80);
+    eprintln!(
+        "{written} records written, {refused} refused, {rounds} prunes, {} records left",
+        report.cache_records
+    );
+    // Every surviving record still resolves with all of its blobs, and a
+    // last prune keeps them all.
+    s.gc(&GcOptions {
+        grace: std::time::Duration::ZERO,
+        ..GcOptions::default()
+    })
+    .unwrap();
+    assert_eq!(s.check().unwrap().cache_records, report.cache_records);
+    for t in 0..2 {
+        for i in 0..40 {
+            let k = key(&format!("{t}-{i}"));
+            if s.record_path(&k).exists() {
+                assert!(s.cache_get(&k).unwrap().is_some(), "{t}-{i}");
+            }
+        }
+    }
+}
