@@ -223,3 +223,69 @@ fn build_failing_run_names_the_line_and_exit_code_and_keeps_the_store_consistent
     let images = tools::run_stdout(&mut kiln.command(&["images"]));
     assert!(!images.contains("bad"), "{images}");
 }
+
+/// `(step text, cached?)` of each step line a plain-progress build printed.
+fn step_results(stderr: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in stderr.lines() {
+        if let Some((_, text)) = line.split_once(": ").filter(|_| line.starts_with('[')) {
+            current = Some(text.to_string());
+        } else if let Some(rest) = line.strip_prefix("--> ") {
+            if let Some(t) = current.take() {
+                out.push((t, rest.trim() == "CACHED"));
+            }
+        }
+    }
+    out
+}
+
+fn build_stderr(kiln: &Kiln, args: &[&str], ctx: &Path) -> (String, String) {
+    let mut c = kiln.command(&["build"]);
+    c.args(args).arg(ctx).env("SOURCE_DATE_EPOCH", "0");
+    let out = tools::run(&mut c);
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn build_cache_hits_run_nothing_and_content_keys_hit_again_after_a_miss() {
+    let kiln = rootless();
+    pull_busybox(&kiln, "base");
+    let df = "FROM base\nARG V=1\nRUN --mount=type=cache,target=/c,id=runs echo run >> /c/count\nRUN echo fixed > /fixed\nRUN echo after > /after\nENV DONE=1\n";
+    let ctx = context(&kiln, "ctx", &[("Dockerfile", df)]);
+    let runs = || -> usize {
+        let dir = kiln.store().join("cache/mounts");
+        let mut n = 0;
+        for e in fs::read_dir(&dir).unwrap() {
+            let f = e.unwrap().path().join("count");
+            if f.is_file() {
+                n += fs::read_to_string(f).unwrap().lines().count();
+            }
+        }
+        n
+    };
+    let (id1, _) = build_stderr(&kiln, &["-t", "c:1"], &ctx);
+    assert_eq!(runs(), 1);
+    // Fully cached: every step CACHED, the RUN did not run, the same image ID.
+    let (id2, err) = build_stderr(&kiln, &["-t", "c:2"], &ctx);
+    let steps = step_results(&err);
+    assert_eq!(steps.len(), 6, "{err}");
+    assert!(steps[1..].iter().all(|(_, c)| *c), "{err}");
+    assert_eq!(runs(), 1, "a cached RUN ran");
+    assert_eq!(id1, id2);
+    // V changes: the RUNs miss (they see V; the first says why) but rebuild
+    // the same layers (SOURCE_DATE_EPOCH), so the ENV after them hits.
+    let (_, err) = build_stderr(&kiln, &["-t", "c:3", "--build-arg", "V=2"], &ctx);
+    let steps = step_results(&err);
+    let cached: Vec<bool> = steps.iter().map(|(_, c)| *c).collect();
+    assert_eq!(cached, [false, false, false, false, false, true], "{err}");
+    assert!(err.contains("args: V changed"), "{err}");
+    assert_eq!(runs(), 2);
+    // --no-cache runs everything again.
+    build_stderr(&kiln, &["-t", "c:4", "--no-cache"], &ctx);
+    assert_eq!(runs(), 3);
+    tools::run(&mut kiln.command(&["system", "check"]));
+}

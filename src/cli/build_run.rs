@@ -115,6 +115,7 @@ pub fn execute(root: Option<PathBuf>, args: &BuildArgs, input: Input) -> Result<
         client: args.tls.options(),
         docker_format,
         progress,
+        explain_cache: args.explain_cache,
     };
     let built = engine::build(&store, input.df, &req)?;
     let id = built.id.to_string();

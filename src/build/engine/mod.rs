@@ -7,6 +7,8 @@
 //! [`metadata`]; bases come from the store or a registry ([`bases`]).
 
 mod bases;
+mod cache;
+mod context_hash;
 mod error;
 mod metadata;
 mod progress;
@@ -24,13 +26,16 @@ pub use progress::{ProgressMode, Reporter};
 pub use run::SecretSource;
 pub use state::ImageState;
 
+use crate::context::HashCache;
 use crate::exec::Isolation;
 use crate::frontend::instructions::Instruction;
 use crate::frontend::stages::Dockerfile;
 use crate::layer::{Mode, OverlayXattrs};
+use crate::plan::cache_key::{explain, KeyInputs};
 use crate::plan::{self, Base, Plan, PlanOptions, PlannedStage, Step};
 use crate::registry::ClientOptions;
 use crate::snapshot::SnapshotterKind;
+use crate::store::CacheRecord;
 use crate::store::{Descriptor, Digest, Store};
 use bases::Bases;
 use error::StepRef;
@@ -58,6 +63,8 @@ pub struct BuildRequest {
     /// Docker media types instead of OCI.
     pub docker_format: bool,
     pub progress: ProgressMode,
+    /// Print why each cache miss missed.
+    pub explain_cache: bool,
 }
 
 /// The built image.
@@ -89,6 +96,10 @@ pub struct Engine<'a> {
     reporter: Reporter,
     cached_steps: usize,
     steps_run: usize,
+    /// Stat-keyed file digests of the context (cache keys of COPY/ADD).
+    hashcache: Option<HashCache>,
+    /// Names this Dockerfile in cache slots (`--explain-cache`).
+    dockerfile_id: String,
 }
 
 /// Plans `df` (pulling FROM images as the plan needs their ENV) and builds
@@ -118,6 +129,26 @@ pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built
         _ => OverlayXattrs::User,
     });
     let created = created_time(req.source_date_epoch)?;
+    let hashcache = match &req.context {
+        Some(ctx) => Some(HashCache::open(
+            &HashCache::file_for(store.root(), ctx)
+                .map_err(|e| EngineError::Other(format!("context {}: {e}", ctx.display())))?,
+        )),
+        None => None,
+    };
+    let dockerfile_id = crate::image::digest_of(
+        format!(
+            "{}\n{}",
+            req.context
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            df.file
+        )
+        .as_bytes(),
+    )
+    .hex()
+    .to_string();
     let mut eng = Engine {
         store,
         req,
@@ -130,12 +161,19 @@ pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built
         reporter,
         cached_steps: 0,
         steps_run: 0,
+        hashcache,
+        dockerfile_id,
     };
     let stages = eng.plan.stages.clone();
     let total = stages.len();
     for (n, stage) in stages.iter().enumerate() {
         let state = eng.build_stage(stage, (n + 1, total))?;
         eng.stages.insert(stage.index, state);
+    }
+    if let Some(h) = &eng.hashcache {
+        if let Err(e) = h.save() {
+            tracing::warn!("could not save the context hash cache: {e}");
+        }
     }
     let target = eng.plan.target;
     let mut state = eng
@@ -146,7 +184,10 @@ pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built
         let labels = state.container().labels.get_or_insert_with(BTreeMap::new);
         labels.extend(req.labels.clone());
     }
-    state.config.created = Some(eng.created.clone());
+    // The time of the last step that ran: a fully cached rebuild gives the
+    // same image ID, as with docker.
+    let last = state.config.history.last().and_then(|h| h.created.clone());
+    state.config.created = Some(last.unwrap_or_else(|| eng.created.clone()));
     let manifest = state.commit(store)?;
     let id = manifest_config_digest(store, &manifest)?;
     let size = state.layers.iter().map(|l| l.size).sum::<u64>();
@@ -206,22 +247,32 @@ impl<'a> Engine<'a> {
         })
     }
 
+    /// The index of the stage `from` names (name, case-insensitive, or index).
+    fn stage_index(&self, from: &str) -> Option<usize> {
+        self.df
+            .stages
+            .iter()
+            .position(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(from))
+            })
+            .or_else(|| {
+                from.parse::<usize>()
+                    .ok()
+                    .filter(|i| *i < self.df.stages.len())
+            })
+    }
+
     /// The state a `COPY --from` / `--mount from=` names: a stage of this
     /// build (name or index) or an image.
     pub fn source_state(&self, from: &str, sref: &StepRef) -> Result<ImageState, EngineError> {
-        let by_name = self.df.stages.iter().position(|s| {
-            s.name
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(from))
-        });
-        let index = by_name.or_else(|| from.parse::<usize>().ok());
-        if let Some(i) = index {
-            if let Some(s) = self.stages.get(&i) {
-                return Ok(s.clone());
-            }
-            if by_name.is_some() {
-                return Err(sref.fail(format!("stage {from:?} has not been built")));
-            }
+        if let Some(i) = self.stage_index(from) {
+            return self
+                .stages
+                .get(&i)
+                .cloned()
+                .ok_or_else(|| sref.fail(format!("stage {from:?} has not been built")));
         }
         let platform = self
             .plan
@@ -252,16 +303,90 @@ impl<'a> Engine<'a> {
         let t = Instant::now();
         let mut state = self.base_state(stage)?;
         self.reporter.done(false, t.elapsed());
+        let use_cache = !self.req.no_cache
+            && !self.req.no_cache_filter.iter().any(|f| {
+                stage
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(f))
+                    || f == &stage.index.to_string()
+            });
         for (i, step) in stage.steps.iter().enumerate() {
             self.reporter
                 .step((pos.0, pos.1, &label), (i + 2, total), &step.text);
             let t = Instant::now();
             let _s = tracing::info_span!("step", n = i + 1, text = %step.text).entered();
-            self.apply_step(&mut state, stage, step)?;
-            self.steps_run += 1;
-            self.reporter.done(false, t.elapsed());
+            let sref = self.step_ref(step);
+            let parent = cache::state_key(&state);
+            let inputs = self.key_inputs(&state, step, &parent, &sref)?;
+            let step_key = inputs.key();
+            let slot = self.slot(stage.index, i);
+            let hit = if use_cache {
+                self.store
+                    .cache_get(&step_key)
+                    .map_err(error::store_err("look up the layer cache"))?
+            } else {
+                None
+            };
+            match hit {
+                Some(rec) => {
+                    let img = crate::transport::StoredImage::load(self.store, &rec.image)
+                        .map_err(sref.wrap("read the cached image"))?;
+                    let cmd_set = state.cmd_set || matches!(step.instruction, Instruction::Cmd(_));
+                    state = ImageState::from_image(&img, state.docker);
+                    state.cmd_set = cmd_set;
+                    self.cached_steps += 1;
+                    self.reporter.done(true, t.elapsed());
+                }
+                None => {
+                    if use_cache
+                        && (self.req.explain_cache || self.req.progress == ProgressMode::Plain)
+                    {
+                        self.explain_miss(&slot, &inputs);
+                    }
+                    self.apply_step(&mut state, stage, step)?;
+                    let desc = state.commit(self.store)?;
+                    let rec = CacheRecord {
+                        image: desc,
+                        inputs: inputs.parts.clone(),
+                        slot,
+                    };
+                    self.store
+                        .cache_put(&step_key, &rec)
+                        .map_err(error::store_err("record the step in the layer cache"))?;
+                    self.steps_run += 1;
+                    self.reporter.done(false, t.elapsed());
+                }
+            }
         }
         Ok(state)
+    }
+
+    /// Says which input of the step changed since the last build recorded
+    /// at this position (nothing when there was none).
+    fn explain_miss(&self, slot: &str, inputs: &KeyInputs) {
+        match self.store.cache_last_for_slot(slot) {
+            Ok(Some(old)) => {
+                let reasons: Vec<String> = explain(&KeyInputs::from(old.inputs), inputs)
+                    .into_iter()
+                    .map(|r| {
+                        if r.starts_with("parent changed") {
+                            "an earlier step changed".to_string()
+                        } else {
+                            r
+                        }
+                    })
+                    .collect();
+                self.reporter.explain(&reasons);
+            }
+            Ok(None) => {
+                if self.req.explain_cache {
+                    self.reporter
+                        .explain(&["no earlier build of this step".into()]);
+                }
+            }
+            Err(e) => tracing::debug!("explain: {e}"),
+        }
     }
 
     fn apply_step(
