@@ -92,9 +92,21 @@ impl Case {
 
     /// Copies the case into `to` (created) with modes fixed (0644 files,
     /// 0755 executables and directories), so what is built does not depend
-    /// on the checkout's umask. Returns the staged case.
-    pub fn stage(&self, to: &Path) -> Staged {
+    /// on the checkout's umask, and `{{BASE}}` in its Dockerfiles replaced
+    /// by `base`: `COPY --from` takes no ARG, and the registry's port
+    /// changes from run to run. Returns the staged case.
+    pub fn stage(&self, to: &Path, base: &str) -> Staged {
         copy_tree(&self.dir, to);
+        for name in ["Dockerfile"]
+            .into_iter()
+            .chain(self.spec.buildkit_dockerfile.as_deref())
+        {
+            let file = to.join(name);
+            let text = fs::read_to_string(&file)
+                .unwrap_or_else(|err| panic!("read {}: {err}", file.display()));
+            fs::write(&file, text.replace("{{BASE}}", base))
+                .unwrap_or_else(|err| panic!("write {}: {err}", file.display()));
+        }
         let context = to.join("context");
         if !context.exists() {
             fs::create_dir(&context)
