@@ -135,6 +135,7 @@ fn buildkit_snapshot(env: &Env, case: &Case, side: &str) -> Result<Snapshot, Str
         tag: tag.clone(),
         build_args: env.build_args(case),
         secrets: secrets(case, &staged),
+        secret_env: secret_env(case),
         target: case.spec.target.clone(),
     };
     build.run()?;
@@ -150,6 +151,27 @@ fn secrets(case: &Case, staged: &Staged) -> Vec<(String, PathBuf)> {
         .secrets
         .iter()
         .map(|(id, file)| (id.clone(), staged.secret(file)))
+        .collect()
+}
+
+/// `(id, variable, value)` of the case's environment secrets.
+fn secret_env(case: &Case) -> Vec<(String, String, String)> {
+    case.spec
+        .secret_env
+        .iter()
+        .map(|(id, value)| {
+            let var: String = id
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            (id.clone(), format!("KILN_DIFF_SECRET_{var}"), value.clone())
+        })
         .collect()
 }
 
@@ -176,6 +198,11 @@ fn kiln_snapshot(env: &Env, case: &Case) -> Result<KilnSide, String> {
     for (id, src) in secrets(case, &staged) {
         cmd.arg("--secret")
             .arg(format!("id={id},src={}", src.display()));
+    }
+    for (id, var, value) in secret_env(case) {
+        cmd.env(&var, value)
+            .arg("--secret")
+            .arg(format!("id={id},env={var}"));
     }
     if let Some(target) = &case.spec.target {
         cmd.arg("--target").arg(target);

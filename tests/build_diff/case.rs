@@ -34,6 +34,9 @@ pub struct Spec {
     /// `--secret id=ID,src=secrets/FILE`.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// `--secret id=ID,env=VAR` with VAR set to this value.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
     #[serde(default)]
     pub target: Option<String>,
     /// A Dockerfile for BuildKit alone, for cases whose syntax the BuildKit

@@ -104,6 +104,8 @@ pub struct Build {
     pub build_args: Vec<(String, String)>,
     /// `(id, source file)`.
     pub secrets: Vec<(String, PathBuf)>,
+    /// `(id, variable, value)`: `--secret id=ID,env=VAR` with VAR set.
+    pub secret_env: Vec<(String, String, String)>,
     pub target: Option<String>,
 }
 
@@ -122,6 +124,11 @@ impl Build {
         for (id, src) in &self.secrets {
             cmd.arg("--secret")
                 .arg(format!("id={id},src={}", src.display()));
+        }
+        for (id, var, value) in &self.secret_env {
+            cmd.env(var, value)
+                .arg("--secret")
+                .arg(format!("id={id},env={var}"));
         }
         if let Some(target) = &self.target {
             cmd.arg("--target").arg(target);
