@@ -21,11 +21,16 @@ apt-get update
 # and htpasswd for the TLS+auth registry; time: peak RSS in bench/; zstd:
 # checks zstd layers; fuse-overlayfs: the snapshotter used when kernel
 # overlay is refused; mmdebstrap: the Debian base image of the RUN-step tests
-# (fetches from the Debian mirror apt is configured with).
+# (fetches from the Debian mirror apt is configured with); docker.io:
+# BuildKit (dockerd's built-in one, `DOCKER_BUILDKIT=1 /usr/bin/docker
+# build`) is the reference builder of the differential suite, which starts
+# dockerd itself when it is not running (tests/support/buildkit.rs); buildah:
+# the second reference builder its harness self-test uses; attr: getfattr,
+# which reads the xattrs of unpacked image trees.
 apt-get install -y --no-install-recommends \
     docker-registry skopeo umoci busybox-static uidmap jq ca-certificates \
     passwd util-linux podman openssl apache2-utils time zstd fuse-overlayfs \
-    mmdebstrap
+    mmdebstrap docker.io buildah attr
 
 if [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry.service

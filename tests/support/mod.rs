@@ -5,9 +5,11 @@
 // Each suite uses only some helpers.
 #![allow(dead_code)]
 
+pub mod buildkit;
 pub mod busybox;
 pub mod debian;
 pub mod flaky_proxy;
+pub mod image_tree;
 pub mod oci_schema;
 pub mod registry;
 pub mod token_server;
