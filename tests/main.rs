@@ -1,8 +1,8 @@
 //! kiln's one integration test binary: helpers in `support`, suites beside it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod build_engine;
 mod build_diff;
+mod build_engine;
 mod cli;
 mod conformance;
 mod harness;

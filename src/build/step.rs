@@ -311,7 +311,7 @@ pub fn run_layer(
     let t = Instant::now();
     let changes = {
         let _s = tracing::debug_span!("changes").entered();
-        snap.changes(&outcome.created)
+        snap.changes(&excluded_mount_points(&outcome.created, &input.mounts))
             .map_err(|source| BuildError::Snapshot {
                 argv: argv.clone(),
                 what: "list the changes",
@@ -347,6 +347,34 @@ pub fn run_layer(
     out.timings.total = started.elapsed();
     tracing::debug!(timings = ?out.timings, "step done");
     Ok(out)
+}
+
+/// The mount points the sandbox created that stay out of the layer: all of
+/// them except, as BuildKit keeps them, the directories a `RUN --mount`
+/// needed (its target when it is a directory, and the parents it made).
+fn excluded_mount_points(created: &[String], mounts: &[exec::Mount]) -> Vec<String> {
+    let norm = |p: &str| p.trim_matches('/').to_string();
+    let mut keep: HashSet<String> = HashSet::new();
+    for m in mounts {
+        let dest = norm(&m.destination);
+        let is_dir = match &m.kind {
+            exec::MountKind::Tmpfs => true,
+            exec::MountKind::Bind { source, .. } => source.is_dir(),
+        };
+        if is_dir {
+            keep.insert(dest.clone());
+        }
+        let mut p = dest.as_str();
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            keep.insert(p.to_string());
+        }
+    }
+    created
+        .iter()
+        .filter(|c| !keep.contains(&norm(c)))
+        .cloned()
+        .collect()
 }
 
 /// The lower layers' ownership records (top-most first) that the writer

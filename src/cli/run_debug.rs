@@ -107,19 +107,16 @@ pub fn run(args: RunArgs) -> Result<()> {
             [src, dst, "ro"] => (src, dst, true),
             _ => bail!("invalid --bind {bind:?}: want SRC:DST or SRC:DST:ro"),
         };
-        spec.mounts.push(Mount {
-            destination: destination.to_owned(),
-            kind: MountKind::Bind {
+        spec.mounts.push(Mount::new(
+            destination.to_owned(),
+            MountKind::Bind {
                 source: PathBuf::from(source),
                 readonly,
             },
-        });
+        ));
     }
     for destination in args.tmpfs {
-        spec.mounts.push(Mount {
-            destination,
-            kind: MountKind::Tmpfs,
-        });
+        spec.mounts.push(Mount::new(destination, MountKind::Tmpfs));
     }
     let isolation: Isolation = args.isolation.parse().map_err(anyhow::Error::msg)?;
     let outcome = Sandbox::new(isolation)

@@ -68,11 +68,20 @@ pub fn setup(spec: &ProcessSpec, tier: Tier, files: &StepFiles, full_map: bool) 
     let dev = ensure(&root, "/dev", Kind::Dir, &mut created)?;
     mount_dev(&dev, full_map)?;
 
-    let sys = root.join("sys");
-    if sys.is_dir() {
-        // Host /sys, read-write binds would be refused for files the caller
-        // does not own anyway; rootless cannot mount a fresh sysfs while
-        // sharing the host network namespace.
+    let sys = ensure(&root, "/sys", Kind::Dir, &mut created)?;
+    // A network namespace of our own gets its own sysfs (only its `lo` in
+    // /sys/class/net, as docker shows with --network none); sharing the
+    // host's network, rootless cannot mount one, so the host's is bound.
+    let own_sysfs = spec.network == crate::exec::Network::None
+        && mount::mount(
+            Some(Path::new("sysfs")),
+            &sys,
+            Some("sysfs"),
+            NOSUID | NODEV | NOEXEC | RDONLY,
+            None,
+        )
+        .is_ok();
+    if !own_sysfs {
         mount::mount(Some(Path::new("/sys")), &sys, None, BIND | REC, None)
             .map_err(mount_err(format!("bind /sys on {}", sys.display())))?;
         // Read-only like Docker's (the top mount; submounts keep theirs).
@@ -120,6 +129,8 @@ pub fn setup(spec: &ProcessSpec, tier: Tier, files: &StepFiles, full_map: bool) 
                 mount::mount(Some(source), &target, None, BIND | REC, None).map_err(mount_err(
                     format!("bind {} on {}", source.display(), target.display()),
                 ))?;
+                // Before a read-only remount would refuse it.
+                set_owner_mode(m, &target, &mut notes);
                 if *readonly {
                     let locked = mount::locked_flags(&target)
                         .map_err(mount_err(format!("statvfs {}", target.display())))?;
@@ -136,12 +147,30 @@ pub fn setup(spec: &ProcessSpec, tier: Tier, files: &StepFiles, full_map: bool) 
                     None,
                 )
                 .map_err(mount_err(format!("mount tmpfs on {}", target.display())))?;
+                set_owner_mode(m, &target, &mut notes);
             }
         }
     }
 
     switch_root(&root)?;
     Ok(Mounted { created, notes })
+}
+
+/// Gives a mounted target the owner and mode its mount asks for (as the
+/// sandbox's root, so any mapped id works); a failure is a note, not an
+/// error (with a single-id map only root exists).
+fn set_owner_mode(m: &crate::exec::Mount, target: &Path, notes: &mut Vec<String>) {
+    if let Some((uid, gid)) = m.owner {
+        if let Err(e) = std::os::unix::fs::chown(target, Some(uid), Some(gid)) {
+            notes.push(format!("chown {} to {uid}:{gid}: {e}", m.destination));
+        }
+    }
+    if let Some(mode) = m.mode {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = fs::set_permissions(target, fs::Permissions::from_mode(mode)) {
+            notes.push(format!("chmod {} to {mode:o}: {e}", m.destination));
+        }
+    }
 }
 
 /// The chroot tier without a mount namespace: chroot into a directory root,

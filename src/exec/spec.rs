@@ -107,6 +107,25 @@ pub struct Mount {
     /// a file bind) when missing and reported in `RunOutcome::created`.
     pub destination: String,
     pub kind: MountKind,
+    /// `(uid, gid)` inside the container to give the mounted directory or
+    /// file (its source, for a bind) once mounted, as the sandbox's root
+    /// (so it works for any mapped id; ignored with a note otherwise).
+    #[serde(default)]
+    pub owner: Option<(u32, u32)>,
+    /// Permission bits to give it likewise.
+    #[serde(default)]
+    pub mode: Option<u32>,
+}
+
+impl Mount {
+    pub fn new(destination: impl Into<String>, kind: MountKind) -> Mount {
+        Mount {
+            destination: destination.into(),
+            kind,
+            owner: None,
+            mode: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -194,7 +194,8 @@ pub fn apply(state: &mut ImageState, ins: &Instruction) -> Option<String> {
                 .on_build
                 .get_or_insert_with(Vec::new)
                 .push(expression.clone());
-            format!("ONBUILD {expression}")
+            // BuildKit records triggers in the config only, not in history.
+            return Some(String::new());
         }
         Instruction::Maintainer(m) => {
             state.config.author = Some(m.clone());

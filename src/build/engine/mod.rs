@@ -224,6 +224,25 @@ fn created_time(epoch: Option<i64>) -> Result<String, EngineError> {
 }
 
 impl<'a> Engine<'a> {
+    /// The Dockerfile text of `step` as written (continuations joined).
+    fn source_line(&self, step: &Step) -> Option<String> {
+        let mut out = String::new();
+        for line in self.df.source.lines().skip(step.pos.line.checked_sub(1)?) {
+            let t = line.trim();
+            match t.strip_suffix(self.df.escape) {
+                Some(head) => {
+                    out.push_str(head.trim());
+                    out.push(' ');
+                }
+                None => {
+                    out.push_str(t);
+                    break;
+                }
+            }
+        }
+        Some(out.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
     fn step_ref(&self, step: &Step) -> StepRef {
         StepRef::new(&self.df.file, step.pos, &step.text)
     }
@@ -242,6 +261,11 @@ impl<'a> Engine<'a> {
                     EngineError::Other(format!("stage {i} was not built before its use"))
                 })?;
                 s.cmd_set = false;
+                // The triggers run in this stage (the plan put them first);
+                // docker drops them from the child's config.
+                if let Some(c) = s.config.config.as_mut() {
+                    c.on_build = None;
+                }
                 s
             }
         })
@@ -423,9 +447,17 @@ impl<'a> Engine<'a> {
                 return Err(sref.fail("COPY and ADD are not implemented yet"));
             }
             Instruction::From(_) => {}
+            Instruction::Arg(_) => {
+                // History shows the ARG line as written (BuildKit), not the
+                // value it resolved to.
+                let text = self.source_line(step).unwrap_or_else(|| step.text.clone());
+                state.add(&created, text, None);
+            }
             other => {
                 if let Some(text) = metadata::apply(state, other) {
-                    state.add(&created, text, None);
+                    if !text.is_empty() {
+                        state.add(&created, text, None);
+                    }
                 }
             }
         }

@@ -164,10 +164,9 @@ fn prepare(eng: &Engine, r: &Run, sref: &StepRef) -> Result<Prepared, EngineErro
             MountType::Cache => cache_mount(eng, &m, &mut p, sref)?,
             MountType::Secret => secret_mount(eng, &m, &mut p, sref)?,
             MountType::Bind => bind_mount(eng, &m, &mut p, sref)?,
-            MountType::Tmpfs => p.mounts.push(exec::Mount {
-                destination: target(&m, sref)?,
-                kind: MountKind::Tmpfs,
-            }),
+            MountType::Tmpfs => p
+                .mounts
+                .push(exec::Mount::new(target(&m, sref)?, MountKind::Tmpfs)),
             MountType::Ssh => {
                 return Err(sref.fail("--mount=type=ssh: SSH agent forwarding is not supported"))
             }
@@ -213,13 +212,18 @@ fn cache_mount(
         lock.lock().map_err(io("lock"))?;
         p._locks.push(lock);
     }
-    p.mounts.push(exec::Mount {
-        destination: dest,
-        kind: MountKind::Bind {
+    let mut mount = exec::Mount::new(
+        dest,
+        MountKind::Bind {
             source: dir,
             readonly: m.read_only,
         },
-    });
+    );
+    if m.uid.is_some() || m.gid.is_some() {
+        mount.owner = Some((m.uid.unwrap_or(0), m.gid.unwrap_or(0)));
+    }
+    mount.mode = m.mode;
+    p.mounts.push(mount);
     Ok(())
 }
 
@@ -248,32 +252,42 @@ fn secret_mount(
         }
         return Ok(());
     };
-    let value_file: PathBuf = match source {
-        SecretSource::File(f) => f.clone(),
+    // Always a private copy: the mount's mode and owner must not touch the
+    // user's own file.
+    let value: Vec<u8> = match source {
+        SecretSource::File(f) => {
+            std::fs::read(f).map_err(sref.wrap(format!("secret {id:?}: read {}", f.display())))?
+        }
         SecretSource::Env(var) => {
-            let value = std::env::var_os(var).ok_or_else(|| {
+            let v = std::env::var_os(var).ok_or_else(|| {
                 sref.fail(format!(
                     "secret {id:?}: environment variable {var} is not set"
                 ))
             })?;
-            let dir = tempfile::Builder::new()
-                .prefix("secret-")
-                .tempdir_in(eng.store.root().join("tmp"))
-                .map_err(sref.wrap(format!("secret {id:?}: make a temporary file")))?;
-            let f = dir.path().join("value");
-            std::fs::write(
-                &f,
-                std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str()),
-            )
-            .map_err(sref.wrap(format!("secret {id:?}: write a temporary file")))?;
-            p._temp.push(dir);
-            f
+            std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()
         }
     };
+    let dir = tempfile::Builder::new()
+        .prefix("secret-")
+        .tempdir_in(eng.store.root().join("tmp"))
+        .map_err(sref.wrap(format!("secret {id:?}: make a temporary file")))?;
+    let value_file = dir.path().join("value");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&value_file)
+            .map_err(sref.wrap(format!("secret {id:?}: write a temporary file")))?;
+        f.write_all(&value)
+            .map_err(sref.wrap(format!("secret {id:?}: write a temporary file")))?;
+    }
+    p._temp.push(dir);
     if let Some(var) = &m.env {
-        let value = std::fs::read_to_string(&value_file)
-            .map_err(sref.wrap(format!("secret {id:?}: read {}", value_file.display())))?;
-        p.extra_env.push(format!("{var}={value}"));
+        p.extra_env
+            .push(format!("{var}={}", String::from_utf8_lossy(&value)));
         if m.target.is_none() {
             return Ok(());
         }
@@ -282,13 +296,19 @@ fn secret_mount(
         .target
         .clone()
         .unwrap_or_else(|| format!("/run/secrets/{id}"));
-    p.mounts.push(exec::Mount {
-        destination: dest,
-        kind: MountKind::Bind {
+    let mut mount = exec::Mount::new(
+        dest,
+        MountKind::Bind {
             source: value_file,
             readonly: true,
         },
-    });
+    );
+    if m.uid.is_some() || m.gid.is_some() {
+        mount.owner = Some((m.uid.unwrap_or(0), m.gid.unwrap_or(0)));
+    }
+    // BuildKit's default for secrets: read-only for the owner.
+    mount.mode = Some(m.mode.unwrap_or(0o400));
+    p.mounts.push(mount);
     Ok(())
 }
 
@@ -355,13 +375,13 @@ fn bind_mount(
         p._temp.push(tmp);
         copy
     };
-    p.mounts.push(exec::Mount {
-        destination: dest,
-        kind: MountKind::Bind {
+    p.mounts.push(exec::Mount::new(
+        dest,
+        MountKind::Bind {
             source,
             readonly: m.read_only,
         },
-    });
+    ));
     Ok(())
 }
 
