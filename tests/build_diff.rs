@@ -24,7 +24,7 @@ use case::{Base, Case, Staged};
 use http::FileServer;
 
 use crate::support::busybox::busybox_layout;
-use crate::support::image_tree::{diff, unexpected, Allowed, Snapshot};
+use crate::support::image_tree::{self, diff, unexpected, Allowed, Snapshot};
 use crate::support::registry::Registry;
 use crate::support::user::{running_as_root, TestUser};
 use crate::support::{buildkit, debian, tools};
@@ -141,9 +141,11 @@ fn buildkit_snapshot(env: &Env, case: &Case, side: &str) -> Result<Snapshot, Str
     build.run()?;
     let out = staged.dir.with_file_name("out");
     let layout = out.join("layout");
-    buildkit::save_oci(&tag, &out, &layout, side);
+    let config = buildkit::save_oci(&tag, &out, &layout, side);
     buildkit::remove_image(&tag);
-    Ok(Snapshot::of_layout(&layout, side, &out.join("unpacked")))
+    let mut snap = Snapshot::of_layout(&layout, side, &out.join("unpacked"));
+    snap.config = image_tree::normalize_config(&config);
+    Ok(snap)
 }
 
 fn secrets(case: &Case, staged: &Staged) -> Vec<(String, PathBuf)> {

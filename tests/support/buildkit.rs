@@ -163,10 +163,23 @@ fn check(cmd: &Command, output: Output) -> Result<(), String> {
 
 /// Exports the daemon's image `tag` into the OCI layout `layout` as
 /// `oci_tag` (`docker save`, then `skopeo copy docker-archive:… oci:…`),
-/// using `scratch` for the archive.
-pub fn save_oci(tag: &str, scratch: &Path, layout: &Path, oci_tag: &str) {
+/// using `scratch` for the archive. Returns the image config exactly as
+/// docker saved it: the OCI conversion drops docker-only fields (Shell,
+/// OnBuild, Healthcheck), which the comparison needs.
+pub fn save_oci(tag: &str, scratch: &Path, layout: &Path, oci_tag: &str) -> serde_json::Value {
     let archive = scratch.join(format!("{oci_tag}.docker.tar"));
     tools::run(docker().arg("save").arg("-o").arg(&archive).arg(tag));
+    let member = |name: &str| -> serde_json::Value {
+        let out = tools::run(Command::new("tar").arg("-xOf").arg(&archive).arg(name));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("parse {name} of {}: {e}", archive.display()))
+    };
+    let manifest = member("manifest.json");
+    let config_name = manifest[0]["Config"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no Config in the manifest.json of {}", archive.display()))
+        .to_string();
+    let config = member(&config_name);
     tools::run(
         Command::new(tools::require("skopeo"))
             .arg("copy")
@@ -175,6 +188,7 @@ pub fn save_oci(tag: &str, scratch: &Path, layout: &Path, oci_tag: &str) {
             .arg(format!("oci:{}:{oci_tag}", layout.display())),
     );
     let _ = fs::remove_file(&archive);
+    config
 }
 
 /// Removes the daemon's image `tag` (its layers stay cached if shared).
