@@ -35,8 +35,8 @@
 pub mod changes;
 mod choose;
 mod error;
-mod fsutil;
-mod lower;
+pub(crate) mod fsutil;
+pub(crate) mod lower;
 mod overlay;
 mod upper;
 mod walk;
