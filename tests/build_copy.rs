@@ -748,3 +748,163 @@ fn source_digest_follows_what_is_read() {
     let err = source_digest(&spec(&["nope"], "/"), &from, &sha_file).unwrap_err();
     assert!(err.to_string().contains("\"nope\": not found"), "{err}");
 }
+
+/// `docker` of the docker.io package, when its daemon answers.
+fn docker() -> Option<PathBuf> {
+    let bin = PathBuf::from("/usr/bin/docker");
+    if !bin.exists() {
+        return None;
+    }
+    let mut child = Command::new(&bin)
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(st) = child.try_wait().ok()? {
+            return st.success().then_some(bin);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The layers BuildKit wrote for `dockerfile` (all but the base's), listed.
+fn buildkit_layers(docker: &Path, dir: &Path, ctx: &Path, dockerfile: &str) -> Vec<BTreeMap<String, Ent>> {
+    let tag = format!("kiln-copy-test:{}", std::process::id());
+    let df = dir.join("Dockerfile");
+    fs::write(&df, dockerfile).unwrap();
+    tools::run(
+        Command::new(docker)
+            .env("DOCKER_BUILDKIT", "1")
+            .args(["build", "--no-cache", "-q", "-t", &tag, "-f"])
+            .arg(&df)
+            .arg(ctx),
+    );
+    let saved = dir.join("saved");
+    fs::create_dir_all(&saved).unwrap();
+    let tarball = dir.join("saved.tar");
+    tools::run(Command::new(docker).args(["save", "-o"]).arg(&tarball).arg(&tag));
+    tools::run(Command::new(docker).args(["rmi", &tag]));
+    tar::Archive::new(fs::File::open(&tarball).unwrap())
+        .unpack(&saved)
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(saved.join("manifest.json")).unwrap()).unwrap();
+    manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|l| {
+            let bytes = fs::read(saved.join(l.as_str().unwrap())).unwrap();
+            let mut out = BTreeMap::new();
+            for e in tar::Archive::new(&bytes[..]).entries().unwrap() {
+                let mut e = e.unwrap();
+                let name = String::from_utf8(e.path_bytes().to_vec()).unwrap();
+                let h = e.header().clone();
+                let kind = match h.entry_type() {
+                    tar::EntryType::Regular => 'f',
+                    tar::EntryType::Directory => 'd',
+                    tar::EntryType::Symlink => 'l',
+                    other => panic!("{other:?}"),
+                };
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                if kind == 'l' {
+                    data = e.link_name_bytes().unwrap().to_vec();
+                }
+                out.insert(
+                    name.trim_end_matches('/').to_string(),
+                    Ent {
+                        kind,
+                        mode: h.mode().unwrap() & 0o7777,
+                        uid: h.uid().unwrap(),
+                        gid: h.gid().unwrap(),
+                        mtime: h.mtime().unwrap(),
+                        data: String::from_utf8_lossy(&data).into_owned(),
+                    },
+                );
+            }
+            out
+        })
+        .collect()
+}
+
+/// The same steps through kiln and through BuildKit (dockerd's, when it
+/// runs here) give the same entries: names, kinds, modes, owners, contents,
+/// and mtimes, except directory times BuildKit takes from the build's clock
+/// or loses in its context transfer.
+#[test]
+fn buildkit_writes_the_same_layers() {
+    let Some(docker) = docker() else {
+        eprintln!("note: no dockerd answering /usr/bin/docker; BuildKit comparison skipped");
+        return;
+    };
+    let f = fixture();
+    write_archives(&f.ctx);
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("base.tar");
+    fs::write(&base, base_tar()).unwrap();
+    let base_tag = format!("kiln-copy-base:{}", std::process::id());
+    tools::run(Command::new(&docker).arg("import").arg(&base).arg(&base_tag));
+    let steps: Vec<(&str, CopySpec)> = vec![
+        ("COPY f1 /a/b/c/", spec(&["f1"], "/a/b/c/")),
+        ("COPY f2 /ctxowner", spec(&["f2"], "/ctxowner")),
+        ("COPY --chown=user dir /newdir/", {
+            let mut s = spec(&["dir"], "/newdir/");
+            s.chown = Some("user".into());
+            s
+        }),
+        ("COPY --chown=1000 f1 /own/num", {
+            let mut s = spec(&["f1"], "/own/num");
+            s.chown = Some("1000".into());
+            s
+        }),
+        ("COPY f1 /usr/local/", spec(&["f1"], "/usr/local/")),
+        ("COPY dir /tmp/", spec(&["dir"], "/tmp/")),
+        ("COPY toplink /var/run/", spec(&["toplink"], "/var/run/")),
+        ("COPY --chmod=640 dir /chm/", {
+            let mut s = spec(&["dir"], "/chm/");
+            s.chmod = Some("640".into());
+            s
+        }),
+        ("COPY f* /glob/", spec(&["f*"], "/glob/")),
+        ("ADD arch.tar.gz /x/", add_spec(&["arch.tar.gz"], "/x/")),
+        ("ADD arch.tar.xz /xx", add_spec(&["arch.tar.xz"], "/xx")),
+        ("ADD plain.gz /pl/", add_spec(&["plain.gz"], "/pl/")),
+    ];
+    let dockerfile = std::iter::once(format!("FROM {base_tag}"))
+        .chain(steps.iter().map(|(line, _)| line.to_string()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let start = now();
+    let theirs = buildkit_layers(&docker, work.path(), &f.ctx, &dockerfile);
+    tools::run(Command::new(&docker).args(["rmi", &base_tag]));
+    assert_eq!(theirs.len(), steps.len());
+    for ((line, s), theirs) in steps.iter().zip(&theirs) {
+        // Each step over the base alone: BuildKit's steps do not touch the
+        // same paths, so the earlier ones change nothing here.
+        let ours = f.copy(s).unwrap();
+        assert_eq!(names(&ours), names(theirs), "{line}");
+        for (name, o) in &ours {
+            let t = &theirs[name];
+            assert_eq!(
+                (o.kind, o.mode, o.uid, o.gid, &o.data),
+                (t.kind, t.mode, t.uid, t.gid, &t.data),
+                "{line}: {name}"
+            );
+            if o.kind != 'd' {
+                assert_eq!(o.mtime, t.mtime, "{line}: {name}");
+            } else if o.mtime >= start {
+                assert!(t.mtime >= start, "{line}: {name}: BuildKit kept {t:?}");
+            }
+        }
+    }
+}

@@ -45,7 +45,7 @@ impl ContextTree {
         }
     }
 
-    fn from_entry(&self, e: &Entry) -> Node {
+    fn entry_node(&self, e: &Entry) -> Node {
         let kind = match &e.kind {
             EntryKind::File => NodeKind::File,
             EntryKind::Dir => NodeKind::Dir,
@@ -67,7 +67,7 @@ impl Tree for ContextTree {
         let mut found = None;
         self.fs.walk(rel, |e| {
             if e.path == rel {
-                found = Some(self.from_entry(e));
+                found = Some(self.entry_node(e));
                 return Ok(WalkAction::Stop);
             }
             Ok(WalkAction::Continue)
@@ -94,7 +94,7 @@ impl Tree for ContextTree {
                 // below a child we already have.
                 return Ok(WalkAction::SkipDir);
             }
-            out.push(self.from_entry(e));
+            out.push(self.entry_node(e));
             Ok(if e.is_dir() {
                 WalkAction::SkipDir
             } else {
