@@ -301,6 +301,10 @@ fn copy_files_into_new_and_existing_directories() {
     let local = &l["usr/local"];
     assert_eq!((local.mode, local.uid, local.gid), (0o750, 1000, 1001));
     assert_recent(local, start);
+    // Replacing a file of the base moves its directory's time too.
+    let l = f.copy(&spec(&["f1"], "/etc/passwd")).unwrap();
+    assert_eq!(names(&l), ["etc", "etc/passwd"]);
+    assert_recent(&l["etc"], start);
     // A destination naming an existing directory without a slash.
     let l = f.copy(&spec(&["f1"], "/tmp")).unwrap();
     assert_eq!(names(&l), ["tmp", "tmp/f1"]);
@@ -616,6 +620,12 @@ fn add_extracts_local_archives() {
         assert_eq!((l["x/t/d"].mode, l["x/t/d"].uid), (0o750, 1500));
         assert_eq!(l["x/t/l"].data, "d/in");
     }
+    // --chown owns the created destination only; entries keep the archive's.
+    let mut s = add_spec(&["arch.tar.gz"], "/y/");
+    s.chown = Some("user".into());
+    let l = f.copy(&s).unwrap();
+    assert_eq!((l["y"].uid, l["y"].gid), (1000, 1001));
+    assert_eq!((l["y/t/d/in"].uid, l["y/t/d/in"].gid), (1500, 1600));
     // Not a tar inside: copied as it is. COPY and --unpack=false never extract.
     let l = f.copy(&add_spec(&["plain.gz"], "/pl/")).unwrap();
     assert_eq!(names(&l), ["pl", "pl/plain.gz"]);
@@ -776,7 +786,12 @@ fn docker() -> Option<PathBuf> {
 }
 
 /// The layers BuildKit wrote for `dockerfile` (all but the base's), listed.
-fn buildkit_layers(docker: &Path, dir: &Path, ctx: &Path, dockerfile: &str) -> Vec<BTreeMap<String, Ent>> {
+fn buildkit_layers(
+    docker: &Path,
+    dir: &Path,
+    ctx: &Path,
+    dockerfile: &str,
+) -> Vec<BTreeMap<String, Ent>> {
     let tag = format!("kiln-copy-test:{}", std::process::id());
     let df = dir.join("Dockerfile");
     fs::write(&df, dockerfile).unwrap();
@@ -790,7 +805,12 @@ fn buildkit_layers(docker: &Path, dir: &Path, ctx: &Path, dockerfile: &str) -> V
     let saved = dir.join("saved");
     fs::create_dir_all(&saved).unwrap();
     let tarball = dir.join("saved.tar");
-    tools::run(Command::new(docker).args(["save", "-o"]).arg(&tarball).arg(&tag));
+    tools::run(
+        Command::new(docker)
+            .args(["save", "-o"])
+            .arg(&tarball)
+            .arg(&tag),
+    );
     tools::run(Command::new(docker).args(["rmi", &tag]));
     tar::Archive::new(fs::File::open(&tarball).unwrap())
         .unpack(&saved)
@@ -853,7 +873,12 @@ fn buildkit_writes_the_same_layers() {
     let base = work.path().join("base.tar");
     fs::write(&base, base_tar()).unwrap();
     let base_tag = format!("kiln-copy-base:{}", std::process::id());
-    tools::run(Command::new(&docker).arg("import").arg(&base).arg(&base_tag));
+    tools::run(
+        Command::new(&docker)
+            .arg("import")
+            .arg(&base)
+            .arg(&base_tag),
+    );
     let steps: Vec<(&str, CopySpec)> = vec![
         ("COPY f1 /a/b/c/", spec(&["f1"], "/a/b/c/")),
         ("COPY f2 /ctxowner", spec(&["f2"], "/ctxowner")),
@@ -879,6 +904,17 @@ fn buildkit_writes_the_same_layers() {
         ("ADD arch.tar.gz /x/", add_spec(&["arch.tar.gz"], "/x/")),
         ("ADD arch.tar.xz /xx", add_spec(&["arch.tar.xz"], "/xx")),
         ("ADD plain.gz /pl/", add_spec(&["plain.gz"], "/pl/")),
+        ("COPY f1 /etc/passwd", spec(&["f1"], "/etc/passwd")),
+        ("ADD --chown=1000 arch.tar.gz /y/", {
+            let mut s = add_spec(&["arch.tar.gz"], "/y/");
+            s.chown = Some("1000".into());
+            s
+        }),
+        ("COPY --chown=1000 dir /home/user/", {
+            let mut s = spec(&["dir"], "/home/user/");
+            s.chown = Some("1000".into());
+            s
+        }),
     ];
     let dockerfile = std::iter::once(format!("FROM {base_tag}"))
         .chain(steps.iter().map(|(line, _)| line.to_string()))

@@ -130,8 +130,8 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Extracts `archive` into the destination directory: the archive's
-/// owners (unless `--chown`), modes and mtimes.
+/// Extracts `archive` into the destination directory with the archive's
+/// owners, modes and mtimes (`--chown` and `--chmod` do not apply).
 pub(super) fn extract(
     copier: &Copier,
     stage: &mut Stage,
@@ -155,10 +155,9 @@ pub(super) fn extract(
         let to = join(&copier.dest.rel, &inside);
         let h = entry.header();
         let num = |r: io::Result<u64>| r.map_err(|e| bad(format!("{name}: {e}")));
-        let (uid, gid) = match copier.owner {
-            Some(o) => o,
-            None => (num(h.uid())?, num(h.gid())?),
-        };
+        // BuildKit keeps the archive's owners even with --chown (which only
+        // owns the directories the copy creates).
+        let (uid, gid) = (num(h.uid())?, num(h.gid())?);
         let meta = Meta {
             uid,
             gid,

@@ -26,7 +26,8 @@
 //!   source's path (from the context root, or after a `/./` pivot).
 //! - ADD: local tar archives (plain, gzip, bzip2, xz, zstd) are extracted
 //!   into the destination directory with the archive's owners, modes and
-//!   mtimes (`--chown` overrides owners); `--unpack=false` copies them as
+//!   mtimes (`--chown`/`--chmod` apply only to the directories the copy
+//!   creates, as in BuildKit); `--unpack=false` copies them as
 //!   files. URLs are fetched (mode 0600, mtime from `Last-Modified`,
 //!   `--checksum` verified) and never extracted.
 //! - Heredoc sources become files (mode 0644, the copy's time) named as

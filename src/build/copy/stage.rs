@@ -5,7 +5,7 @@
 //!
 //! Parent directories follow BuildKit's layers: one that exists in the
 //! target image is carried with the target's mode, owner and mtime, except
-//! that a directory which receives a new entry gets the copy's time (the
+//! that a directory the copy writes an entry into gets the copy's time (the
 //! kernel updates it when BuildKit writes there); one that does not exist
 //! is created 0755, owned by the `--chown` user (0:0 without it), with the
 //! copy's time.
@@ -105,10 +105,12 @@ impl<'a> Stage<'a> {
             .map_err(CopyError::stage("open directory", rel))
     }
 
-    /// A new entry appears in `parent`: a target directory's mtime moves.
+    /// An entry is written into its parent: a target directory's mtime
+    /// moves (BuildKit's copy replaces existing files too, so it moves then
+    /// as well).
     fn touched(&mut self, rel: &str) -> Result<(), CopyError> {
         let (parent, _) = split(rel);
-        if self.implied.contains(parent) && self.target.lstat(rel)?.is_none() {
+        if self.implied.contains(parent) {
             if let Some((_, meta)) = self.staged.get_mut(parent) {
                 meta.mtime = self.now;
             }
@@ -130,7 +132,9 @@ impl<'a> Stage<'a> {
         }
         let (parent, name) = split(rel);
         self.ensure_dir(parent)?;
-        let meta = match self.target.lstat(rel)? {
+        let existing = self.target.lstat(rel)?;
+        let created = existing.is_none();
+        let meta = match existing {
             Some(n) if n.is_dir() => {
                 self.implied.insert(rel.to_string());
                 Meta {
@@ -151,7 +155,11 @@ impl<'a> Stage<'a> {
         sfs::mkdir_at(self.dir_fd(parent)?.as_fd(), OsStr::new(name), 0o700)
             .map_err(CopyError::stage("mkdir", rel))?;
         self.staged.insert(rel.to_string(), (Kind::Dir, meta));
-        self.touched(rel)
+        // A target directory only passed through is not written into.
+        if created {
+            self.touched(rel)?;
+        }
+        Ok(())
     }
 
     /// A directory with its own metadata (a copied directory).
