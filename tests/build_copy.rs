@@ -474,8 +474,20 @@ fn exclude_parents_and_heredocs() {
     let l = f.copy(&s).unwrap();
     assert_eq!(names(&l), ["q", "q/sub", "q/sub/y"]);
     assert_eq!(l["q/sub"].mode, 0o700);
-    // Heredocs.
+    // --link: as over an empty image, the base's directories are not carried.
     let start = now();
+    let mut s = spec(&["f1"], "/usr/local/");
+    s.link = true;
+    s.chown = Some("user".into());
+    let l = f.copy(&s).unwrap();
+    assert_eq!(names(&l), ["usr", "usr/local", "usr/local/f1"]);
+    assert_eq!(
+        (l["usr/local"].mode, l["usr/local"].uid, l["usr/local"].gid),
+        (0o755, 1000, 1001)
+    );
+    assert_recent(&l["usr"], start);
+    assert_eq!((l["usr/local/f1"].uid, l["usr/local/f1"].gid), (1000, 1001));
+    // Heredocs.
     let mut s = spec(&[], "/h/");
     s.inline = vec![InlineFile {
         name: "hello.txt".into(),

@@ -32,8 +32,10 @@
 //!   `--checksum` verified) and never extracted.
 //! - Heredoc sources become files (mode 0644, the copy's time) named as
 //!   written.
-//! - `--link` changes nothing here: every copy is already written as an
-//!   independent layer over the target (the engine decides how to rebase).
+//! - `--link`: the layer is made as over an empty image (BuildKit's
+//!   semantics): destination symlinks and directories of the target are
+//!   not looked at and every parent is created; `--chown` names still come
+//!   from the target's files.
 
 mod add;
 mod chmod;

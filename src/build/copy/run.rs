@@ -29,7 +29,12 @@ pub(super) fn copy_layer(
     };
     let chmod = spec.chmod.as_deref().map(chmod::parse).transpose()?;
     let exclude = exclude_matcher(&spec.exclude)?;
-    let mut stage = Stage::new(store, target, owner.unwrap_or((0, 0)))?;
+    // --link: the layer is made over nothing (BuildKit rebases it later), so
+    // destinations and parents ignore the target; only --chown names are
+    // still looked up in it.
+    let scratch = Target::default();
+    let over = if spec.link { &scratch } else { target };
+    let mut stage = Stage::new(store, over, owner.unwrap_or((0, 0)))?;
     let dest = Dest::new(spec, &stage)?;
     let count = spec.sources.len() + spec.inline.len();
     if count > 1 && !dest.dir_syntax {
