@@ -956,3 +956,90 @@ fn buildkit_writes_the_same_layers() {
         }
     }
 }
+
+/// The unprivileged half of [`rootless_copies_keep_intended_owners`]: run
+/// as the test user, where nothing can be chowned and every owner comes
+/// from records.
+#[test]
+#[ignore = "run as the unprivileged test user by rootless_copies_keep_intended_owners"]
+fn rootless_inner() {
+    assert!(
+        !crate::support::user::running_as_root(),
+        "meant to run unprivileged"
+    );
+    let f = fixture();
+    // The base was unpacked without chown: usr/local's owner is a record.
+    let l = f.copy(&spec(&["f1"], "/usr/local/")).unwrap();
+    let local = &l["usr/local"];
+    assert_eq!((local.mode, local.uid, local.gid), (0o750, 1000, 1001));
+    let mut s = spec(&["dir"], "/newdir/");
+    s.chown = Some("user".into());
+    let l = f.copy(&s).unwrap();
+    assert!(l.values().all(|e| (e.uid, e.gid) == (1000, 1001)), "{l:?}");
+    assert_eq!(l["newdir/sub"].mode, 0o700);
+    write_archives(&f.ctx);
+    let l = f.copy(&add_spec(&["arch.tar.gz"], "/x/")).unwrap();
+    assert_eq!(
+        (l["x/t/d/in"].uid, l["x/t/d/in"].gid, l["x/t/d/in"].mode),
+        (1500, 1600, 0o640)
+    );
+    let (lowers, recorded, chain_id) = image(
+        &f.store,
+        &[tar_of(&[
+            ("s/", K::D, 0o755, 7, 8, T2020),
+            ("s/suid", K::F("x"), 0o4755, 7, 8, T2020),
+        ])],
+    );
+    let from = CopyFrom::Image {
+        lowers,
+        recorded,
+        chain_id,
+    };
+    let l = list(
+        &f.store,
+        &copy_layer(&f.store, &spec(&["/s/suid"], "/bin/"), &from, &f.target).unwrap(),
+    );
+    let e = &l["bin/suid"];
+    assert_eq!((e.uid, e.gid, e.mode), (7, 8, 0o4755));
+    let mut s = spec(&["dir"], "/chm/");
+    s.chmod = Some("640".into());
+    // Known limit: a mode its owner cannot read is refused up front.
+    let err = f.copy(&s).unwrap_err();
+    assert!(
+        err.contains("/chm/sub: mode 0640 leaves its owner unable to read it"),
+        "{err}"
+    );
+    println!("rootless copies checked");
+}
+
+#[test]
+fn rootless_copies_keep_intended_owners() {
+    if !crate::support::user::running_as_root() {
+        eprintln!("note: not root, so no test user to switch to; rootless_inner covers this run only when invoked directly");
+        return;
+    }
+    let user = crate::support::user::TestUser::get();
+    let exe = std::env::current_exe().unwrap();
+    let work = user.tempdir();
+    let out = user
+        .command(&exe)
+        .args([
+            "--exact",
+            "build_copy::rootless_inner",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TMPDIR", work.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("rootless copies checked"),
+        "{text}"
+    );
+}

@@ -51,6 +51,9 @@ pub enum CopyError {
         expected: String,
         actual: String,
     },
+    /// Something this build cannot do (yet), named with its path.
+    #[error("{path}: {reason}")]
+    Unsupported { path: String, reason: String },
     #[error("write the layer: {0}")]
     Layer(#[from] LayerError),
 }

@@ -309,6 +309,10 @@ impl<'a> Stage<'a> {
         store: &Store,
         source_date_epoch: Option<i64>,
     ) -> Result<WrittenLayer, CopyError> {
+        let (uid, gid) = sfs::effective_ids();
+        if uid != 0 {
+            unreadable_modes(&self.staged)?;
+        }
         let mut metadata = Metadata::default();
         let base = self.dir.path();
         // Deepest first: a directory's time is set after its children.
@@ -347,7 +351,6 @@ impl<'a> Stage<'a> {
                 })
                 .collect(),
         };
-        let (uid, gid) = sfs::effective_ids();
         let opts = WriteOptions {
             source_date_epoch,
             ids: IdMapping::single(uid, gid),
@@ -356,6 +359,30 @@ impl<'a> Stage<'a> {
         };
         Ok(write_layer(store, &changes, &opts)?)
     }
+}
+
+/// The layer writer reads the staged tree back with the modes it must
+/// carry, so an unprivileged process cannot write a directory it may not
+/// list or a file it may not read (`--chmod=640` on a directory).
+fn unreadable_modes(staged: &BTreeMap<String, (Kind, Meta)>) -> Result<(), CopyError> {
+    for (rel, (kind, meta)) in staged {
+        let need = match kind {
+            Kind::Dir => 0o500,
+            Kind::File => 0o400,
+            _ => continue,
+        };
+        if meta.mode & need != need {
+            return Err(CopyError::Unsupported {
+                path: format!("/{rel}"),
+                reason: format!(
+                    "mode {:04o} leaves its owner unable to read it, which a rootless build \
+                     cannot write into a layer yet",
+                    meta.mode
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn not_dir(rel: &str) -> CopyError {
