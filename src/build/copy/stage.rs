@@ -206,11 +206,12 @@ impl<'a> Stage<'a> {
         Ok(fd)
     }
 
-    pub(super) fn put_file(
+    /// Generic so that a `File` source gets `io::copy`'s in-kernel copy.
+    pub(super) fn put_file<R: Read + ?Sized>(
         &mut self,
         rel: &str,
         meta: Meta,
-        content: &mut dyn Read,
+        content: &mut R,
         link_key: Option<(u64, u64)>,
     ) -> Result<(), CopyError> {
         let fd = self.make_room(rel)?;
