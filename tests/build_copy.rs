@@ -1021,6 +1021,15 @@ fn rootless_inner() {
         err.contains("/chm/sub: mode 0640 leaves its owner unable to read it"),
         "{err}"
     );
+    // Read-only directories are written, and the staging tree still goes.
+    s.chmod = Some("555".into());
+    let l = f.copy(&s).unwrap();
+    assert_eq!((l["chm/sub"].mode, l["chm/x"].mode), (0o555, 0o555));
+    let left: Vec<_> = fs::read_dir(f.store.root().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
     println!("rootless copies checked");
 }
 

@@ -362,6 +362,22 @@ impl<'a> Stage<'a> {
     }
 }
 
+impl Drop for Stage<'_> {
+    /// Gives the owner write access to every staged directory again, so
+    /// the staging tree can be removed unprivileged after `--chmod=555`.
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        for (rel, (kind, _)) in &self.staged {
+            if *kind == Kind::Dir {
+                let path = self.dir.path().join(rel);
+                // Best effort: a failure leaves a stale dir in the store's
+                // tmp, which `store check` reports.
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+            }
+        }
+    }
+}
+
 /// The layer writer reads the staged tree back with the modes it must
 /// carry, so an unprivileged process cannot write a directory it may not
 /// list or a file it may not read (`--chmod=640` on a directory).
