@@ -8,7 +8,7 @@ use sha2::{Digest as _, Sha256};
 use super::context_tree::ContextTree;
 use super::run::{exclude_matcher, excluded, find_matches};
 use super::tree::{Node, NodeKind, Tree};
-use super::{add, CopyError, CopyFrom, CopySpec};
+use super::{fetch, CopyError, CopyFrom, CopySpec};
 use crate::store::Digest;
 
 /// Everything of the spec that shapes the layer.
@@ -78,7 +78,7 @@ pub fn source_digest(
             let tree = ContextTree::new(dir, ignore)?;
             let exclude = exclude_matcher(&spec.exclude)?;
             for src in &spec.sources {
-                if spec.add.is_some() && add::is_remote(src) {
+                if spec.add.is_some() && fetch::is_remote(src) {
                     continue;
                 }
                 for m in find_matches(&tree, src, spec.parents, exclude.as_ref())? {

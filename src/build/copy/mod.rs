@@ -37,12 +37,13 @@
 //!   not looked at and every parent is created; `--chown` names still come
 //!   from the target's files.
 
-mod add;
+mod archive;
 mod chmod;
 mod chown;
 mod context_tree;
 mod digest;
 mod error;
+mod fetch;
 mod image_tree;
 mod run;
 mod stage;

@@ -6,7 +6,7 @@ use super::context_tree::ContextTree;
 use super::image_tree::{read_small, ImageTree};
 use super::stage::{Meta, Stage};
 use super::tree::{clean_rel, join, resolve, Node, NodeKind, Tree};
-use super::{add, chown, CopyError, CopyFrom, CopySpec, Target};
+use super::{archive, chown, fetch, CopyError, CopyFrom, CopySpec, Target};
 use crate::frontend::patternmatcher::glob::{has_wildcards, match_name};
 use crate::frontend::patternmatcher::PatternMatcher;
 use crate::layer::WrittenLayer;
@@ -57,7 +57,7 @@ pub(super) fn copy_layer(
         CopyFrom::Context { dir, ignore } => {
             let tree = ContextTree::new(dir, ignore)?;
             for src in &spec.sources {
-                if spec.add.is_some() && add::is_remote(src) {
+                if spec.add.is_some() && fetch::is_remote(src) {
                     copier.fetch(&mut stage, src)?;
                 } else {
                     copier.source(&tree, &mut stage, src)?;
@@ -222,9 +222,9 @@ impl Copier<'_> {
             if let Some(add) = &self.spec.add {
                 if add.unpack != Some(false) && m.node.kind == NodeKind::File {
                     let file = tree.open(&m.node)?;
-                    if let Some(archive) = add::detect(file, &m.node.rel)? {
+                    if let Some(archive) = archive::detect(file, &m.node.rel)? {
                         stage.ensure_dir(&self.dest.rel)?;
-                        add::extract(self, stage, archive, &m.node.rel)?;
+                        archive::extract(self, stage, archive, &m.node.rel)?;
                         continue;
                     }
                 }
