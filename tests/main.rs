@@ -1,6 +1,7 @@
 //! kiln's one integration test binary: helpers in `support`, suites beside it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod build_copy;
 mod build_diff;
 mod build_engine;
 mod cli;

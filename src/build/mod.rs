@@ -1,6 +1,7 @@
 //! Orchestration of build steps: composes `store`, `snapshot`, `exec` and
 //! `layer`; holds no filesystem or process logic of its own.
 
+pub mod copy;
 pub mod engine;
 pub mod step;
 

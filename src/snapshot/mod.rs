@@ -35,7 +35,7 @@
 pub mod changes;
 mod choose;
 mod error;
-mod fsutil;
+pub(crate) mod fsutil;
 pub mod lower;
 mod overlay;
 mod upper;
