@@ -110,25 +110,3 @@ fn env_pairs(state: &ImageState) -> Vec<(String, String)> {
         })
         .collect()
 }
-
-impl Engine<'_> {
-    /// The content digest of a COPY/ADD's sources. Until COPY lands, the
-    /// named context paths as written (no globs).
-    fn copy_sources_digest(
-        &self,
-        _state: &ImageState,
-        step: &Step,
-        sref: &StepRef,
-    ) -> Result<String, EngineError> {
-        let paths = match &step.instruction {
-            Instruction::Copy(c) if c.from.is_none() => c.src.paths.clone(),
-            Instruction::Add(a) => a.src.paths.clone(),
-            _ => return Ok(String::new()),
-        };
-        let mut parts = Vec::new();
-        for p in paths {
-            parts.push(self.context_digest(&p, sref)?);
-        }
-        Ok(parts.join(","))
-    }
-}

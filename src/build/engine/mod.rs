@@ -9,6 +9,7 @@
 mod bases;
 mod cache;
 mod context_hash;
+mod copy_step;
 mod error;
 mod metadata;
 mod progress;
@@ -444,7 +445,8 @@ impl<'a> Engine<'a> {
                 state.add(&created, format!("WORKDIR {wd}"), layer);
             }
             Instruction::Copy(_) | Instruction::Add(_) => {
-                return Err(sref.fail("COPY and ADD are not implemented yet"));
+                let layer = self.copy(state, step, &sref)?;
+                state.add(&created, format!("{} # buildkit", step.text), Some(layer));
             }
             Instruction::From(_) => {}
             Instruction::Arg(_) => {

@@ -1,0 +1,190 @@
+//! COPY and ADD in a build: the engine's side (what the instruction means
+//! here: sources from the context or a stage/image, the stage's WORKDIR,
+//! the target image's lowers) over [`crate::build::copy`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::build::copy::{self, AddOptions, CopyFrom, CopySpec, Target};
+use crate::frontend::instructions::Instruction;
+use crate::layer::Metadata;
+use crate::plan::Step;
+use crate::store::{chain_ids, Descriptor, Digest};
+
+use super::error::{EngineError, StepRef};
+use super::state::{layer_media_type, ImageState};
+use super::Engine;
+
+/// An image state's tree as the copy code reads it: overlay lowers
+/// (top-most first), their ownership records, its chain id.
+struct Tree {
+    lowers: Vec<PathBuf>,
+    recorded: Vec<Metadata>,
+    chain_id: Digest,
+}
+
+impl Engine<'_> {
+    fn tree(&self, state: &ImageState, sref: &StepRef) -> Result<Tree, EngineError> {
+        let sources = state.layer_sources();
+        let unpacked = self
+            .store
+            .ensure_unpacked(&sources, self.lower_mode)
+            .map_err(sref.wrap("unpack the image"))?;
+        let mut recorded = Vec::with_capacity(unpacked.len());
+        for u in unpacked.iter().rev() {
+            recorded.push(
+                Metadata::load(&u.metadata)
+                    .map_err(sref.wrap(format!("read {}", u.metadata.display())))?,
+            );
+        }
+        let diff_ids: Vec<Digest> = sources.iter().map(|l| l.diff_id.clone()).collect();
+        Ok(Tree {
+            lowers: unpacked.iter().rev().map(|u| u.rootfs.clone()).collect(),
+            recorded,
+            chain_id: chain_ids(&diff_ids)
+                .last()
+                .cloned()
+                .unwrap_or_else(|| crate::image::digest_of(b"")),
+        })
+    }
+
+    /// The copy's spec, and the `--from` it reads (None: the context).
+    fn copy_spec(&self, state: &ImageState, step: &Step) -> Option<(CopySpec, Option<String>)> {
+        let workdir = state
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let epoch = self.req.source_date_epoch;
+        Some(match &step.instruction {
+            Instruction::Copy(c) => (
+                CopySpec {
+                    sources: c.src.paths.clone(),
+                    inline: c.src.contents.clone(),
+                    dest: c.src.dest.clone(),
+                    workdir,
+                    chown: c.chown.clone(),
+                    chmod: c.chmod.clone(),
+                    exclude: c.exclude.clone(),
+                    parents: c.parents,
+                    link: c.link,
+                    add: None,
+                    source_date_epoch: epoch,
+                },
+                c.from.clone(),
+            ),
+            Instruction::Add(a) => (
+                CopySpec {
+                    sources: a.src.paths.clone(),
+                    inline: a.src.contents.clone(),
+                    dest: a.src.dest.clone(),
+                    workdir,
+                    chown: a.chown.clone(),
+                    chmod: a.chmod.clone(),
+                    exclude: a.exclude.clone(),
+                    parents: false,
+                    link: a.link,
+                    add: Some(AddOptions {
+                        checksum: a.checksum.clone(),
+                        unpack: a.unpack,
+                        keep_git_dir: a.keep_git_dir,
+                    }),
+                    source_date_epoch: epoch,
+                },
+                None,
+            ),
+            _ => return None,
+        })
+    }
+
+    /// The content digest of what a COPY/ADD reads (its cache input).
+    pub(super) fn copy_sources_digest(
+        &self,
+        state: &ImageState,
+        step: &Step,
+        sref: &StepRef,
+    ) -> Result<String, EngineError> {
+        let Some((spec, from)) = self.copy_spec(state, step) else {
+            return Ok(String::new());
+        };
+        let hash_file = |p: &std::path::Path, m: &std::fs::Metadata| match &self.hashcache {
+            Some(h) => h.file_digest(p, m),
+            None => Err(std::io::Error::other("no build context")),
+        };
+        let digest = match &from {
+            Some(f) => {
+                let src = self.source_state(f, sref)?;
+                let tree = self.tree(&src, sref)?;
+                let cf = CopyFrom::Image {
+                    lowers: tree.lowers,
+                    recorded: tree.recorded,
+                    chain_id: tree.chain_id,
+                };
+                copy::source_digest(&spec, &cf, &hash_file)
+            }
+            None => {
+                let empty = PathBuf::new();
+                let dir = self.req.context.as_ref().unwrap_or(&empty);
+                let cf = CopyFrom::Context {
+                    dir,
+                    ignore: &self.req.ignore,
+                };
+                copy::source_digest(&spec, &cf, &hash_file)
+            }
+        }
+        .map_err(sref.wrap("read the sources"))?;
+        Ok(digest.to_string())
+    }
+
+    /// Runs a COPY/ADD over `state`; returns its layer.
+    pub(super) fn copy(
+        &self,
+        state: &ImageState,
+        step: &Step,
+        sref: &StepRef,
+    ) -> Result<(Descriptor, Digest), EngineError> {
+        let (spec, from) = self
+            .copy_spec(state, step)
+            .ok_or_else(|| sref.fail("not a COPY or ADD"))?;
+        let target_tree = self.tree(state, sref)?;
+        let target = Target {
+            lowers: target_tree.lowers,
+            recorded: target_tree.recorded,
+        };
+        let written = match &from {
+            Some(f) => {
+                let src = self.source_state(f, sref)?;
+                let tree = self.tree(&src, sref)?;
+                let cf = CopyFrom::Image {
+                    lowers: tree.lowers,
+                    recorded: tree.recorded,
+                    chain_id: tree.chain_id,
+                };
+                copy::copy_layer(self.store, &spec, &cf, &target)
+            }
+            None => {
+                let dir = self.req.context.as_ref().ok_or_else(|| {
+                    sref.fail("there is no build context (the Dockerfile came from stdin)")
+                })?;
+                let cf = CopyFrom::Context {
+                    dir,
+                    ignore: &self.req.ignore,
+                };
+                copy::copy_layer(self.store, &spec, &cf, &target)
+            }
+        }
+        .map_err(sref.wrap("copy"))?;
+        Ok((
+            Descriptor {
+                media_type: layer_media_type(&written.media_type, state.docker),
+                digest: written.digest,
+                size: written.size,
+                annotations: BTreeMap::new(),
+                platform: None,
+            },
+            written.diff_id,
+        ))
+    }
+}
