@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod build_engine;
+mod build_seeds;
 mod cli;
 mod conformance;
 mod harness;

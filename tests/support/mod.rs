@@ -9,6 +9,7 @@ pub mod busybox;
 pub mod debian;
 pub mod flaky_proxy;
 pub mod oci_schema;
+pub mod python_base;
 pub mod registry;
 pub mod token_server;
 pub mod tools;
