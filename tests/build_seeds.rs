@@ -373,6 +373,37 @@ fn slow_seed_flask_app_from_a_python_base_answers_http() {
 }
 
 #[test]
+fn slow_python_base_pip_installs_from_pypi_in_a_rootless_run() {
+    let kiln = rootless();
+    python_base::import_into(kiln.command(&[]), python_base::NAME);
+    let df = format!(
+        "FROM {}\nRUN pip install --no-cache-dir flask==3.1.3 && python3 -m venv /venv\n",
+        python_base::NAME
+    );
+    let ctx = kiln.subdir("pip");
+    fs::write(ctx.join("Dockerfile"), df).unwrap();
+    if kiln.tier != Tier::Chroot {
+        kiln.user.own(&ctx);
+    }
+    build(&kiln, &["-t", "seed-pip"], &ctx);
+    let runner = Runner::new(&kiln, "seed-pip");
+    let out = runner.run(
+        &kiln,
+        "seed-pip",
+        &[
+            "sh",
+            "-c",
+            "python3 -c 'import importlib.metadata as m; print(m.version(\"flask\"))' \
+             && command -v flask && /venv/bin/python -c 'import sys; print(sys.prefix)'",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "3.1.3\n/usr/local/bin/flask\n/venv\n"
+    );
+}
+
+#[test]
 fn slow_seed_apt_get_image_runs_the_installed_package() {
     let kiln = rootless();
     debian::import_into(kiln.command(&[]), "debian");
