@@ -32,6 +32,9 @@ apt-get install -y --no-install-recommends \
     passwd util-linux podman openssl apache2-utils time zstd fuse-overlayfs \
     mmdebstrap docker.io buildah attr
 
+# runc: the runtime the seed tests give podman (crun refuses hybrid cgroups).
+apt-get install -y --no-install-recommends runc
+
 if [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry.service
 elif [ -x /etc/init.d/docker-registry ]; then

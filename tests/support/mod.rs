@@ -11,6 +11,7 @@ pub mod debian;
 pub mod flaky_proxy;
 pub mod image_tree;
 pub mod oci_schema;
+pub mod python_base;
 pub mod registry;
 pub mod token_server;
 pub mod tools;
