@@ -97,16 +97,6 @@ fn conformance_table_across_snapshotters_and_tiers() {
     let mut results: BTreeMap<(&str, &str), Digests> = BTreeMap::new();
     for &tier in &tiers {
         for &snap in &snaps {
-            if tier == Tier::Chroot && snap == "fuse-overlayfs" {
-                // KNOWN GAP (snapshot): under --isolation chroot the
-                // fuse-overlayfs root lacks the lower layers' content (exec
-                // of /bin/sh fails with ENOENT). Kernel overlay and walk
-                // cover the chroot tier meanwhile.
-                eprintln!(
-                    "conformance: SKIPPED chroot × fuse-overlayfs (known gap, see the comment)"
-                );
-                continue;
-            }
             let digests = run_chain(tier, snap);
             results.insert((tier.name(), snap), digests);
         }
