@@ -11,7 +11,9 @@
 //!   sandbox (needs `/dev/fuse` read-write), same upper-dir diff with its own
 //!   bookkeeping names understood.
 //! - [`SnapshotterKind::Walk`]: a copy of the merged lowers (reflinked when
-//!   the filesystem can) and a stat-only comparison afterwards.
+//!   the filesystem can) and a stat-only comparison afterwards. The copy is
+//!   kept in the store per chain id and reverted after each step
+//!   (`walk_cache`), so a step costs two stat walks, not a copy.
 //!
 //! All three give the same change list for the same step (the conformance
 //! tests check it), so the layers they produce are byte-identical. The shared
@@ -40,6 +42,7 @@ mod lower;
 mod overlay;
 mod upper;
 mod walk;
+mod walk_cache;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -144,8 +147,8 @@ enum State {
         lowers: Vec<PathBuf>,
         format: upper::Format,
     },
-    /// A copied tree and its stat index from before the step.
-    Walk { tree: PathBuf, before: walk::Index },
+    /// A copied (or cached) tree and its stat index from before the step.
+    Walk(walk::WalkState),
 }
 
 impl Snapshot {
@@ -162,7 +165,7 @@ impl Snapshot {
     pub fn source(&self) -> &Path {
         match &self.state {
             State::Upper { upper, .. } => upper,
-            State::Walk { tree, .. } => tree,
+            State::Walk(w) => &w.tree,
         }
     }
 
@@ -178,7 +181,7 @@ impl Snapshot {
                 lowers,
                 format,
             } => upper::changes(upper, lowers, *format)?,
-            State::Walk { tree, before } => walk::changes(tree, before)?,
+            State::Walk(w) => w.changes()?,
         };
         let exclude: Vec<&str> = exclude
             .iter()
