@@ -108,6 +108,10 @@ impl Cache {
                 if lease.paths.dir.exists() {
                     tracing::info!(tree = %lease.paths.dir.display(), "walk snapshotter: cached tree left dirty or unreadable; building it again");
                     lease.discard();
+                    if lease.paths.dir.exists() {
+                        // Could not be moved away: copy a private tree.
+                        return Ok(None);
+                    }
                 }
                 lease.build()?
             }
@@ -180,7 +184,9 @@ impl Lease {
     /// the result against `before`, stores the new index and clears the
     /// dirty mark. An error leaves the tree dirty: call [`Lease::discard`].
     pub fn give_back(&self, before: &Index, after: Index) -> Result<(), SnapshotError> {
+        let t = std::time::Instant::now();
         let reverted = revert(&self.tree, &self.lowers, before, after, self.root)?;
+        tracing::debug!(elapsed = ?t.elapsed(), "walk snapshotter: tree reverted");
         if let Some(path) = first_mismatch(before, &reverted) {
             return Err(SnapshotError::Io {
                 action: "revert",
@@ -192,8 +198,10 @@ impl Lease {
         let next = self.paths.dir.join("index.new");
         save_index(&next, &reverted)?;
         fs::rename(&next, &index_path).map_err(io_err("rename into", &index_path))?;
+        tracing::debug!(elapsed = ?t.elapsed(), "walk snapshotter: index saved");
         // The tree and the index must be on disk before the mark goes.
         syncfs(&self.paths.dir)?;
+        tracing::debug!(elapsed = ?t.elapsed(), "walk snapshotter: synced");
         let dirty = self.paths.dir.join("dirty");
         fs::remove_file(&dirty).map_err(io_err("remove", &dirty))
     }
@@ -237,9 +245,24 @@ fn revert(
     mut after: Index,
     root: bool,
 ) -> Result<Index, SnapshotError> {
+    // One merge of the two sorted indexes (a lookup per path would cost a
+    // tree search each).
     let mut acts: Vec<(String, Act)> = Vec::new();
+    let mut old = before.iter().peekable();
     for (path, now) in &after {
-        let act = match before.get(path) {
+        let mut was = None;
+        while let Some((p, m)) = old.peek() {
+            match p.as_bytes().cmp(path.as_bytes()) {
+                std::cmp::Ordering::Less => acts.push(((*p).clone(), Act::Restore)),
+                std::cmp::Ordering::Equal => was = Some(*m),
+                std::cmp::Ordering::Greater => break,
+            }
+            old.next();
+            if was.is_some() {
+                break;
+            }
+        }
+        let act = match was {
             None => Act::Remove,
             Some(was) if was == now => continue,
             Some(was) if was.is_dir() && now.is_dir() && was.same_object(now) => Act::Attrs,
@@ -247,11 +270,7 @@ fn revert(
         };
         acts.push((path.clone(), act));
     }
-    for path in before.keys() {
-        if !after.contains_key(path) {
-            acts.push((path.clone(), Act::Restore));
-        }
-    }
+    acts.extend(old.map(|(p, _)| (p.clone(), Act::Restore)));
     if acts.is_empty() {
         return Ok(after);
     }
@@ -444,7 +463,8 @@ fn load_index(path: &Path) -> io::Result<Index> {
         return Err(io::Error::other("not a walk index"));
     }
     let n = r.u64()?;
-    let mut out = Index::new();
+    // Sorted on disk: collected first, the map is built in bulk.
+    let mut out: Vec<(String, Meta)> = Vec::with_capacity(n.min(1 << 24) as usize);
     for _ in 0..n {
         let len = r.u32()? as usize;
         let p = std::str::from_utf8(r.take(len)?)
@@ -466,7 +486,7 @@ fn load_index(path: &Path) -> io::Result<Index> {
             0 => None,
             _ => Some(r.array::<32>()?),
         };
-        out.insert(
+        out.push((
             p,
             Meta {
                 mode,
@@ -480,12 +500,12 @@ fn load_index(path: &Path) -> io::Result<Index> {
                 btime,
                 xattrs,
             },
-        );
+        ));
     }
     if r.at != buf.len() {
         return Err(io::Error::other("trailing bytes in a walk index"));
     }
-    Ok(out)
+    Ok(out.into_iter().collect())
 }
 
 struct Reader<'a> {
