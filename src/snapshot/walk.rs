@@ -10,6 +10,12 @@
 //! metadata carries the intended owners, and changes are found against
 //! the tree as copied, not against the lowers.
 //!
+//! For lowers from the store the merged tree is not copied per step: it is
+//! kept per chain id and reverted after each step (`walk_cache`), so a step
+//! costs two stat walks and work proportional to its change; a private
+//! copy in `WORK/rootfs` remains for other lowers and for a second
+//! concurrent step over the same base.
+//!
 //! It then records an [`Index`]: path → stat (type, size, mtime, ctime, mode,
 //! owner, inode, link count, birth time; xattr hash for directories).
 //! `changes` stats the tree again and compares, never reading file
