@@ -132,6 +132,10 @@ pub fn remove_work(work: &Path) -> Result<(), SnapshotError> {
 }
 
 /// One step's writable root, from [`Snapshotter::prepare`].
+///
+/// Keep it alive until the layer is written: [`ChangeList::source`] points
+/// into it, and dropping a walk snapshot over the store's cached tree
+/// reverts the step's changes there (see `walk_cache`).
 #[derive(Debug)]
 pub struct Snapshot {
     kind: SnapshotterKind,
