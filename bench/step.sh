@@ -82,7 +82,8 @@ echo "== touch on the host: $(ms "$touch_ns") ms"
 
 results=""
 for snap in $SNAPSHOTTERS; do
-    # Warm-up: unpacks the base once (shared by later steps), checks support.
+    # Warm-up: unpacks the base once (shared by later steps), checks support;
+    # for walk it also builds the merged tree that later steps reuse.
     if ! as_user "$KILN" --root "$work/store" debug run-step bench-base --snapshotter "$snap" --format json -- true >"$work/warm.json" 2>"$work/warm.err"; then
         echo "== kiln $snap: unsupported here: $(tail -1 "$work/warm.err")"
         continue

@@ -97,16 +97,6 @@ fn conformance_table_across_snapshotters_and_tiers() {
     let mut results: BTreeMap<(&str, &str), Digests> = BTreeMap::new();
     for &tier in &tiers {
         for &snap in &snaps {
-            if tier == Tier::Chroot && snap == "fuse-overlayfs" {
-                // KNOWN GAP (snapshot): under --isolation chroot the
-                // fuse-overlayfs root lacks the lower layers' content (exec
-                // of /bin/sh fails with ENOENT). Kernel overlay and walk
-                // cover the chroot tier meanwhile.
-                eprintln!(
-                    "conformance: SKIPPED chroot × fuse-overlayfs (known gap, see the comment)"
-                );
-                continue;
-            }
             let digests = run_chain(tier, snap);
             results.insert((tier.name(), snap), digests);
         }
@@ -343,5 +333,151 @@ fn check_tree(root: &Path, tier: Tier, ctx: &str) {
                 "{ctx}: whiteout {dir}/{c} left in the tree"
             );
         }
+    }
+}
+
+/// The walk snapshotter keeps the merged tree of a base in the store and
+/// reverts each step's changes: steps over one base must each see the base
+/// (a repeated step gives the same layer, the same as another snapshotter
+/// gives), also after a failed step and after a step killed mid-run (its
+/// tree is dirty and built again); `prune` skips a tree in use and removes
+/// it otherwise.
+#[test]
+fn walk_cached_tree_is_reverted_between_steps() {
+    let reference = snapshotters().into_iter().find(|s| *s != "walk");
+    for tier in Tier::available() {
+        let kiln = Kiln::new(tier);
+        kiln.import_busybox("base");
+        let ctx = tier.name();
+        let run = |image: &str, snap: &str, args: &[&str], script: &str| {
+            let mut cmd = kiln.step_command(image, snap, args, script);
+            cmd.env("SOURCE_DATE_EPOCH", EPOCH);
+            super::report(&tools::run(&mut cmd))
+        };
+        let digest = |snap: &str, script: &str| {
+            let report = run("s0", snap, &[], script);
+            assert_eq!(report["status"], 0, "{ctx} / {snap}: {script}: {report}");
+            report["digest"].as_str().unwrap().to_string()
+        };
+        run("base", "walk", &["--tag", "s0"], &scenarios()[0].1);
+        let mut modify = String::new();
+        // Each over the same base; "dir-to-file" undoes "file-to-dir" and
+        // only makes sense after it.
+        for (name, script) in scenarios().iter().skip(1) {
+            if *name == "dir-to-file" {
+                continue;
+            }
+            let first = digest("walk", script);
+            let again = digest("walk", script);
+            assert_eq!(
+                first, again,
+                "{ctx}: step {name} repeated over the same base gives another layer \
+                 (the cached tree kept the first run's changes)"
+            );
+            if let Some(r) = reference {
+                assert_eq!(first, digest(r, script), "{ctx}: step {name}: walk vs {r}");
+            }
+            if *name == "modify" {
+                modify = first;
+            }
+        }
+        let modify_script = &scenarios()[2].1;
+
+        // A failed step is reverted too.
+        let mut cmd = kiln.step_command(
+            "s0",
+            "walk",
+            &[],
+            "echo junk > /data/file && rm -rf /data/dir && exit 3",
+        );
+        let failed = super::report(&cmd.output().unwrap());
+        assert_eq!(failed["status"], 3, "{ctx}: {failed}");
+        assert_eq!(
+            digest("walk", modify_script),
+            modify,
+            "{ctx}: after a failed step"
+        );
+
+        // A step killed mid-run leaves its tree marked dirty; the next step
+        // must not trust it.
+        let mut cmd = kiln.step_command(
+            "s0",
+            "walk",
+            &[],
+            "echo junk > /data/file && touch /data/started && sleep 60",
+        );
+        cmd.stdout(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let merged = kiln.store().join("unpacked/walk-merged");
+        let started = || {
+            fs::read_dir(&merged).ok().and_then(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.join("rootfs/data/started").exists())
+            })
+        };
+        let mut cached = None;
+        for _ in 0..600 {
+            cached = started();
+            if cached.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let cached = cached.unwrap_or_else(|| panic!("{ctx}: the killed step never started"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(cached.join("dirty").exists(), "{ctx}: no dirty mark");
+        assert_eq!(
+            digest("walk", modify_script),
+            modify,
+            "{ctx}: after a killed step"
+        );
+        assert!(!cached.join("dirty").exists(), "{ctx}: dirty mark left");
+        assert!(
+            !cached.join("rootfs/data/started").exists(),
+            "{ctx}: killed step's file kept"
+        );
+        assert_eq!(
+            fs::read_to_string(cached.join("rootfs/data/file")).unwrap(),
+            "a\n",
+            "{ctx}: the cached tree was not rebuilt"
+        );
+
+        // prune: a tree in use stays, an unused one goes.
+        let trees: Vec<_> = fs::read_dir(&merged)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(trees.len(), 2, "{ctx}: one cached tree per base: {trees:?}");
+        let locks: Vec<fs::File> = trees
+            .iter()
+            .map(|t| {
+                let name = t.file_name().unwrap().to_str().unwrap();
+                let lock = kiln
+                    .store()
+                    .join(format!("unpacked/locks/walk-{name}.lock"));
+                let f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&lock)
+                    .unwrap();
+                f.try_lock().unwrap();
+                f
+            })
+            .collect();
+        tools::run(&mut kiln.command(&["prune", "--all", "--force"]));
+        assert!(
+            trees.iter().all(|t| t.is_dir()),
+            "{ctx}: prune removed a tree in use"
+        );
+        drop(locks);
+        tools::run(&mut kiln.command(&["prune", "--all", "--force"]));
+        assert!(
+            trees.iter().all(|t| !t.exists()),
+            "{ctx}: prune left an unused walk tree"
+        );
     }
 }

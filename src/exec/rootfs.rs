@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::sys::mount::{self, BIND, NODEV, NOEXEC, NOSUID, PRIVATE, RDONLY, REC, REMOUNT};
+use crate::sys::mount::{self, BIND, NODEV, NOEXEC, NOSUID, PRIVATE, RDONLY, REC, REMOUNT, SHARED};
 
 use super::error::{SetupFailure, Stage};
 use super::protocol::{StepFiles, Tier};
@@ -330,9 +330,20 @@ fn mount_fuse_overlay(
     let log_for_child = log.try_clone().map_err(mount_err("dup memfd".into()))?;
     // The daemon's root: a view of the host's `/` that pivot_root leaves
     // alone (it stays reachable after the old root is detached, since the
-    // daemon holds it).
+    // daemon holds it). The daemon also gets a mount namespace of its own:
+    // detaching the old root lazily disconnects every mount below it, so
+    // the daemon's `/proc` would vanish from its view, and fuse-overlayfs
+    // reads the lowers' xattrs through `/proc/self/fd` (its lookups then
+    // fail and the root looks empty). Inside a user namespace the copied
+    // mounts are locked to their parents and stay connected, which is why
+    // only the chroot tier (real root, no user namespace) showed it. The
+    // view is made shared first so the daemon's FUSE mount, made in its
+    // namespace, propagates back here; private again after, so our detach
+    // does not propagate into the daemon's namespace.
     mount::mount(Some(Path::new("/")), daemon_root, None, BIND | REC, None)
         .map_err(mount_err(format!("bind / on {}", daemon_root.display())))?;
+    mount::mount(None, daemon_root, None, REC | SHARED, None)
+        .map_err(mount_err(format!("make {} shared", daemon_root.display())))?;
     let mut cmd = std::process::Command::new(program);
     cmd.arg("-o")
         .arg(&data)
@@ -340,7 +351,7 @@ fn mount_fuse_overlay(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log_for_child);
-    mount::chroot_command(&mut cmd, daemon_root)
+    mount::chroot_command_own_mounts(&mut cmd, daemon_root)
         .map_err(mount_err(format!("chroot to {}", daemon_root.display())))?;
     let status = cmd
         .status()
@@ -359,6 +370,8 @@ fn mount_fuse_overlay(
             target.display()
         )))?;
     }
+    mount::mount(None, daemon_root, None, REC | PRIVATE, None)
+        .map_err(mount_err(format!("make {} private", daemon_root.display())))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let said: Vec<&str> = stderr

@@ -76,6 +76,42 @@ pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Every xattr of the open file `fd`, sorted by name (as [`xattrs`]).
+pub fn fxattrs(fd: &std::os::fd::OwnedFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut names = vec![0u8; 256];
+    let len = loop {
+        match rustix::fs::flistxattr(fd, &mut names) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if names.len() < (1 << 20) => {
+                names.resize(names.len() * 4, 0)
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cname = std::ffi::OsStr::from_bytes(name);
+        let mut buf = vec![0u8; 256];
+        loop {
+            match rustix::fs::fgetxattr(fd, cname, &mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    out.push((name.to_vec(), buf));
+                    break;
+                }
+                Err(rustix::io::Errno::RANGE) if buf.len() < (1 << 20) => {
+                    buf.resize(buf.len() * 4, 0)
+                }
+                Err(rustix::io::Errno::NODATA) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// One xattr of `path` (not following a symlink); `None` when absent.
 pub fn xattr(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
     let name = std::ffi::OsStr::from_bytes(name);

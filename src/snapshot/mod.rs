@@ -11,7 +11,9 @@
 //!   sandbox (needs `/dev/fuse` read-write), same upper-dir diff with its own
 //!   bookkeeping names understood.
 //! - [`SnapshotterKind::Walk`]: a copy of the merged lowers (reflinked when
-//!   the filesystem can) and a stat-only comparison afterwards.
+//!   the filesystem can) and a stat-only comparison afterwards. The copy is
+//!   kept in the store per chain id and reverted after each step
+//!   (`walk_cache`), so a step costs two stat walks, not a copy.
 //!
 //! All three give the same change list for the same step (the conformance
 //! tests check it), so the layers they produce are byte-identical. The shared
@@ -40,6 +42,7 @@ pub mod lower;
 mod overlay;
 mod upper;
 mod walk;
+mod walk_cache;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -129,6 +132,10 @@ pub fn remove_work(work: &Path) -> Result<(), SnapshotError> {
 }
 
 /// One step's writable root, from [`Snapshotter::prepare`].
+///
+/// Keep it alive until the layer is written: [`ChangeList::source`] points
+/// into it, and dropping a walk snapshot over the store's cached tree
+/// reverts the step's changes there (see `walk_cache`).
 #[derive(Debug)]
 pub struct Snapshot {
     kind: SnapshotterKind,
@@ -144,8 +151,8 @@ enum State {
         lowers: Vec<PathBuf>,
         format: upper::Format,
     },
-    /// A copied tree and its stat index from before the step.
-    Walk { tree: PathBuf, before: walk::Index },
+    /// A copied (or cached) tree and its stat index from before the step.
+    Walk(walk::WalkState),
 }
 
 impl Snapshot {
@@ -162,7 +169,7 @@ impl Snapshot {
     pub fn source(&self) -> &Path {
         match &self.state {
             State::Upper { upper, .. } => upper,
-            State::Walk { tree, .. } => tree,
+            State::Walk(w) => &w.tree,
         }
     }
 
@@ -178,7 +185,7 @@ impl Snapshot {
                 lowers,
                 format,
             } => upper::changes(upper, lowers, *format)?,
-            State::Walk { tree, before } => walk::changes(tree, before)?,
+            State::Walk(w) => w.changes()?,
         };
         let exclude: Vec<&str> = exclude
             .iter()

@@ -39,7 +39,9 @@ pub use digest::Digest;
 pub use error::StoreError;
 pub use gc::{GcOptions, GcReport, DEFAULT_GRACE};
 pub use names::{Descriptor, REF_NAME_ANNOTATION};
-pub use unpacked::{chain_ids, LayerSource, UnpackError, Unpacked};
+pub use unpacked::{
+    chain_ids, walk_cache_paths, LayerSource, UnpackError, Unpacked, WalkCachePaths,
+};
 pub use writer::BlobWriter;
 
 const LAYOUT_FILE: &str = "oci-layout";

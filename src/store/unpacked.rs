@@ -4,6 +4,9 @@
 //! <root>/unpacked/<kind>/<chain-id hex>/rootfs/      the tree
 //! <root>/unpacked/<kind>/<chain-id hex>/meta.jsonl   layer::Metadata sidecar
 //! <root>/unpacked/locks/<kind>-<chain-id hex>.lock   flock: one unpacker per chain id
+//! <root>/unpacked/walk-merged/<kind>-<chain-id hex>/   the walk snapshotter's
+//!                                                      cached merged tree
+//! <root>/unpacked/locks/walk-<kind>-<chain-id hex>.lock flock: its one user
 //! ```
 //!
 //! `<kind>` is `flat` (the whole chain flattened into one root filesystem),
@@ -89,6 +92,52 @@ fn kind_dir(mode: Mode) -> &'static str {
     }
 }
 
+/// Where the walk snapshotter keeps the merged tree of a chain (see
+/// `snapshot::walk_cache`): derived from the top-most overlay lower dir,
+/// which names the store, the xattr kind and the chain id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalkCachePaths {
+    /// `<root>/unpacked/walk-merged/<kind>-<hex>`.
+    pub dir: PathBuf,
+    /// Its lock file.
+    pub lock: PathBuf,
+    /// The store's scratch directory (same filesystem).
+    pub tmp: PathBuf,
+}
+
+const WALK_MERGED: &str = "walk-merged";
+
+/// [`WalkCachePaths`] for the stack whose top-most lower is `top` (as
+/// `ensure_unpacked(.., Mode::OverlayLower(..))` gives it); `None` when
+/// `top` is not a store's overlay lower dir.
+pub fn walk_cache_paths(top: &Path) -> Option<WalkCachePaths> {
+    if top.file_name()? != "rootfs" {
+        return None;
+    }
+    let chain_dir = top.parent()?;
+    let hex = chain_dir.file_name()?.to_str()?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let kinds = chain_dir.parent()?;
+    let kind = kinds.file_name()?.to_str()?;
+    if kind != kind_dir(Mode::OverlayLower(OverlayXattrs::User))
+        && kind != kind_dir(Mode::OverlayLower(OverlayXattrs::Trusted))
+    {
+        return None;
+    }
+    let unpacked = kinds.parent()?;
+    if unpacked.file_name()? != "unpacked" {
+        return None;
+    }
+    let name = format!("{kind}-{hex}");
+    Some(WalkCachePaths {
+        dir: unpacked.join(WALK_MERGED).join(&name),
+        lock: unpacked.join("locks").join(format!("walk-{name}.lock")),
+        tmp: unpacked.parent()?.join("tmp"),
+    })
+}
+
 impl Store {
     /// Removes unpacked trees whose chain id no image in `referenced` (the
     /// blobs reachable from names; configs among them give the diff_ids)
@@ -162,6 +211,58 @@ impl Store {
                 // The lock file goes too, while we still hold it.
                 let _ = fs::remove_file(&lock_path);
             }
+        }
+        freed += self.prune_walk_merged(&keep, all)?;
+        Ok(freed)
+    }
+
+    /// The walk snapshotter's cached merged trees (`walk-merged/<kind>-<hex>`),
+    /// pruned by the same rule as the lowers they were made from; one a step
+    /// holds (its lock is taken) is skipped. A half-built tree never sits
+    /// there (it is built in `tmp/` and renamed in).
+    fn prune_walk_merged(
+        &self,
+        keep: &std::collections::BTreeSet<String>,
+        all: bool,
+    ) -> Result<u64, StoreError> {
+        let root = self.unpacked_root().join(WALK_MERGED);
+        let Ok(entries) = fs::read_dir(&root) else {
+            return Ok(0);
+        };
+        let mut freed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hex = name.rsplit('-').next().unwrap_or_default();
+            if !all && keep.contains(hex) {
+                continue;
+            }
+            let lock_path = self
+                .unpacked_root()
+                .join("locks")
+                .join(format!("walk-{name}.lock"));
+            let lock = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock_path)
+                .map_err(|e| self.io(format!("open {}", lock_path.display()), e))?;
+            if lock.try_lock().is_err() {
+                tracing::debug!(tree = %entry.path().display(), "walk tree in use; not pruned");
+                continue;
+            }
+            let n = UNPACK_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let doomed =
+                self.tmp_dir()
+                    .join(format!("prune-{}-{n}-{}", std::process::id(), nanos()));
+            fs::rename(entry.path(), &doomed)
+                .map_err(|e| self.io(format!("move {} away", entry.path().display()), e))?;
+            freed += tree_size(&doomed);
+            drop(TempTree {
+                path: doomed,
+                armed: true,
+            });
+            let _ = fs::remove_file(&lock_path);
         }
         Ok(freed)
     }

@@ -12,6 +12,7 @@ pub type MountFlags = libc::c_ulong;
 pub const BIND: MountFlags = libc::MS_BIND;
 pub const REC: MountFlags = libc::MS_REC;
 pub const PRIVATE: MountFlags = libc::MS_PRIVATE;
+pub const SHARED: MountFlags = libc::MS_SHARED;
 pub const NOSUID: MountFlags = libc::MS_NOSUID;
 pub const NODEV: MountFlags = libc::MS_NODEV;
 pub const NOEXEC: MountFlags = libc::MS_NOEXEC;
@@ -101,15 +102,23 @@ pub fn locked_flags(path: &Path) -> io::Result<MountFlags> {
 /// mount namespace's root: pivot_root moves every process whose root is
 /// the old root into the new one, and a daemon that then resolves its own
 /// paths through its own mount deadlocks.
-pub fn chroot_command(cmd: &mut std::process::Command, root: &Path) -> io::Result<()> {
+///
+/// The child gets a mount namespace of its own: it
+/// first unshares `CLONE_NEWNS` (a copy of the caller's mounts, in the same
+/// peer groups where they are shared), then chroots. What the caller later
+/// unmounts in its own namespace no longer reaches the child's view.
+pub fn chroot_command_own_mounts(cmd: &mut std::process::Command, root: &Path) -> io::Result<()> {
     use std::os::unix::process::CommandExt;
     let root = cpath(root)?;
     // SAFETY: the closure runs in the forked child before exec and makes
-    // only two raw system calls (async-signal-safe) on a NUL-terminated
+    // only three raw system calls (async-signal-safe) on a NUL-terminated
     // string prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::chroot(root.as_ptr()) < 0 || libc::chdir(c"/".as_ptr()) < 0 {
+            if libc::unshare(libc::CLONE_NEWNS) < 0
+                || libc::chroot(root.as_ptr()) < 0
+                || libc::chdir(c"/".as_ptr()) < 0
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
