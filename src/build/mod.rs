@@ -1,6 +1,7 @@
 //! Orchestration of build steps: composes `store`, `snapshot`, `exec` and
 //! `layer`; holds no filesystem or process logic of its own.
 
+pub mod finish;
 pub mod step;
 
 pub use step::{run_step, BuildError, StepInput, StepOutput, StepTimings};

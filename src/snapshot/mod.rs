@@ -52,7 +52,9 @@ pub use error::SnapshotError;
 use crate::exec::RootFs;
 
 /// Which snapshotter (`--snapshotter`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum SnapshotterKind {
     /// Kernel overlayfs in the user namespace (`userxattr`).
     Overlay,
@@ -128,15 +130,17 @@ pub fn remove_work(work: &Path) -> Result<(), SnapshotError> {
     std::fs::remove_dir_all(work).map_err(error::io_err("remove", work))
 }
 
-/// One step's writable root, from [`Snapshotter::prepare`].
-#[derive(Debug)]
+/// One step's writable root, from [`Snapshotter::prepare`]. Serializable,
+/// so that another process (kiln's user-namespace helper) can list its
+/// changes.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     kind: SnapshotterKind,
     rootfs: RootFs,
     state: State,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum State {
     /// An overlay: what changed is in `upper`.
     Upper {
@@ -163,6 +167,16 @@ impl Snapshot {
         match &self.state {
             State::Upper { upper, .. } => upper,
             State::Walk { tree, .. } => tree,
+        }
+    }
+
+    /// Makes the walk's before-index read as `stat` shows owners in
+    /// another user namespace (`uid`/`gid`: this namespace's id → that
+    /// one's), for listing the changes from there. The overlays compare
+    /// nothing recorded earlier, so only the walk needs it.
+    pub fn map_owners(&mut self, uid: impl Fn(u32) -> u32, gid: impl Fn(u32) -> u32) {
+        if let State::Walk { before, .. } = &mut self.state {
+            walk::map_owners(before, uid, gid);
         }
     }
 

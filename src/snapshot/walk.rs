@@ -285,7 +285,7 @@ fn copy_file(s: &Path, d: &Path) -> Result<(), SnapshotError> {
 }
 
 /// The stat of one path of the tree, as recorded before the step.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Meta {
     mode: u16,
     uid: u32,
@@ -319,6 +319,14 @@ impl Meta {
 
 /// Path (relative, `/`-separated) → stat, of every entry of the tree.
 pub type Index = BTreeMap<String, Meta>;
+
+/// Rewrites the owners of `index` (see `Snapshot::map_owners`).
+pub fn map_owners(index: &mut Index, uid: impl Fn(u32) -> u32, gid: impl Fn(u32) -> u32) {
+    for m in index.values_mut() {
+        m.uid = uid(m.uid);
+        m.gid = gid(m.gid);
+    }
+}
 
 fn meta(path: &Path, st: &Statx) -> Result<Meta, SnapshotError> {
     let xattrs = if is_dir(st) {
