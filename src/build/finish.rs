@@ -46,7 +46,10 @@ impl Committed {
 /// What failed, where, with which errno: readable on either side of the
 /// helper's pipe.
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
-#[error("{what}: {message}")]
+#[error(
+    "{what}{}: {message}",
+    if *in_namespace { " (in a user namespace with the step's id map)" } else { "" }
+)]
 pub struct Failure {
     /// The phase (`list the changes`, `write the layer`, …).
     pub what: String,
@@ -419,5 +422,33 @@ fn remove_tree(path: &Path, failed: &mut Vec<(PathBuf, std::io::Error)>) {
     }
     if let Err(e) = std::fs::remove_dir(path) {
         failed.push((path.to_path_buf(), e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_names_the_path_and_the_errno() {
+        let err = snapshot::SnapshotError::Io {
+            action: "read directory",
+            path: PathBuf::from("/s/upper/var/lib/apt/lists/partial"),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        let mut f = Failure::new("list the changes", &err);
+        assert_eq!(f.errno, Some(libc::EACCES));
+        assert!(
+            f.message.contains("/s/upper/var/lib/apt/lists/partial"),
+            "{f}"
+        );
+        f.in_namespace = true;
+        let back: Failure = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        let text = back.to_string();
+        assert!(
+            text.starts_with("list the changes (in a user namespace"),
+            "{text}"
+        );
+        assert!(text.contains("Permission denied"), "{text}");
     }
 }
