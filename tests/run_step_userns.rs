@@ -13,10 +13,13 @@ use std::fs;
 use super::{list_layer, report, snapshotters, Kiln, Tier};
 use crate::support::tools;
 
-/// A private tree of container user 42, as `_apt`'s partial/ dir is.
+/// A private tree of container user 42, as `_apt`'s partial/ dir is, and
+/// a private file of that user in a directory anyone can list (only
+/// reading its content is refused, which happens while writing the layer).
 const PRIVATE_TREE: &str = "mkdir -p /private/sub && echo x > /private/sub/file \
      && chown -R 42:43 /private && chmod 700 /private /private/sub \
-     && chmod 600 /private/sub/file";
+     && chmod 600 /private/sub/file \
+     && echo y > /secret && chown 42:43 /secret && chmod 600 /secret";
 
 /// Step directories left in the store's `tmp/`.
 fn leftover_step_dirs(kiln: &Kiln) -> Vec<String> {
@@ -48,6 +51,7 @@ fn run_step_subuid_private_dirs_of_another_user_are_in_the_layer() {
             ("private", "drwx------"),
             ("private/sub", "drwx------"),
             ("private/sub/file", "-rw-------"),
+            ("secret", "-rw-------"),
         ] {
             let found = layer
                 .iter()

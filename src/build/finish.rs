@@ -149,14 +149,18 @@ pub fn helper_main() -> i32 {
     })
 }
 
-/// Whether the post-step phase must run in the helper: only a rootless
-/// step with subordinate ids can leave files the caller cannot read.
+/// Whether the helper can help: only a rootless step with subordinate ids
+/// can leave files that the caller cannot read but root of a namespace
+/// with the step's map can.
 fn needs_helper(map: &IdMap) -> bool {
     matches!(map, IdMap::Subordinate { .. }) && crate::sys::proc::effective_ids().0 != 0
 }
 
-/// Lists the changes of `snap` and writes them as a layer (in the helper
-/// when `work` has one).
+/// Lists the changes of `snap` and writes them as a layer: in this
+/// process, and again in the user-namespace helper if that was refused
+/// (EACCES) after a step with subordinate ids. Trying here first keeps the
+/// helper's cost (~10 ms, mostly newuidmap and newgidmap) off the steps
+/// that do not need it; a refused attempt wrote nothing (temp files go).
 pub(super) fn layer(
     store: &Store,
     work: &mut WorkDir,
@@ -166,19 +170,28 @@ pub(super) fn layer(
     source_date_epoch: Option<i64>,
     map: &IdMap,
 ) -> Result<Committed, Failure> {
-    let Some(helper) = work.helper.as_mut() else {
-        return commit_layer(
-            store,
-            &snap,
-            exclude,
-            sidecars,
-            source_date_epoch,
-            IdMapping::from_exec(map),
-        );
+    let t = Instant::now();
+    let ids = IdMapping::from_exec(map);
+    let refused = match commit_layer(
+        store,
+        &snap,
+        exclude,
+        sidecars,
+        source_date_epoch,
+        ids.clone(),
+    ) {
+        Ok(c) => return Ok(c),
+        Err(f) if f.errno == Some(libc::EACCES) => f,
+        Err(f) => return Err(f),
     };
+    work.ran_with(map);
+    let helper = match work.helper() {
+        Some(h) => h?,
+        None => return Err(refused),
+    };
+    tracing::debug!(error = %refused, "listing or writing refused; again in the user-namespace helper");
     // The walk's before-index holds owners as the caller saw them; the
     // helper sees the same files through the step's map.
-    let ids = IdMapping::from_exec(map);
     snap.map_owners(
         |u| ids.uid(u).unwrap_or(layer::OVERFLOW_ID),
         |g| ids.gid(g).unwrap_or(layer::OVERFLOW_ID),
@@ -197,11 +210,16 @@ pub(super) fn layer(
         f.in_namespace = true;
         f
     };
+    let wasted = t.elapsed();
     match helper
         .call::<_, Response>(&Request::CommitLayer(Box::new(task)))
         .map_err(helper_failed)?
     {
-        Response::Committed(c) => Ok(c),
+        Response::Committed(mut c) => {
+            // The refused attempt and the helper's start count as listing.
+            c.changes += wasted;
+            Ok(c)
+        }
         Response::Failed(mut f) => {
             f.in_namespace = true;
             Err(f)
@@ -319,10 +337,12 @@ fn load_recorded(
 }
 
 /// The step's private directory under the store's `tmp/` (same filesystem
-/// as the unpacked layers, as overlayfs wants), removed on drop, by the
-/// user-namespace helper once the step has one.
+/// as the unpacked layers, as overlayfs wants), removed on drop (by the
+/// user-namespace helper when the caller cannot).
 pub(super) struct WorkDir {
     path: PathBuf,
+    /// The id map the step's command ran with, once it ran.
+    map: Option<IdMap>,
     helper: Option<UsernsHelper>,
 }
 
@@ -335,6 +355,7 @@ impl WorkDir {
             .tempdir_in(parent)?;
         Ok(WorkDir {
             path: dir.keep(),
+            map: None,
             helper: None,
         })
     }
@@ -343,48 +364,57 @@ impl WorkDir {
         &self.path
     }
 
-    /// After the step's command ran with `map`: starts the user-namespace
-    /// helper when what it left may be unreadable to the caller. Returns
-    /// how long that took (zero when not needed).
-    pub fn follow_step(&mut self, map: &IdMap) -> Result<Duration, Failure> {
-        if self.helper.is_some() || !needs_helper(map) {
-            return Ok(Duration::ZERO);
+    /// Records the id map the step's command ran with: it decides whether
+    /// the user-namespace helper can be used.
+    pub fn ran_with(&mut self, map: &IdMap) {
+        self.map = Some(map.clone());
+    }
+
+    /// The user-namespace helper for the step's map, started on first use;
+    /// `None` when the map gives no reason for one.
+    fn helper(&mut self) -> Option<Result<&mut UsernsHelper, Failure>> {
+        if self.helper.is_none() {
+            let map = self.map.as_ref().filter(|m| needs_helper(m))?;
+            let t = Instant::now();
+            let (uid, gid) = crate::sys::proc::effective_ids();
+            match UsernsHelper::start(Path::new("/proc/self/exe"), map, uid, gid) {
+                Ok(h) => {
+                    tracing::debug!(took = ?t.elapsed(), "user-namespace helper started");
+                    self.helper = Some(h);
+                }
+                Err(e) => return Some(Err(Failure::new("start the user-namespace helper", &e))),
+            }
         }
-        let t = Instant::now();
-        let (uid, gid) = crate::sys::proc::effective_ids();
-        let helper = UsernsHelper::start(Path::new("/proc/self/exe"), map, uid, gid)
-            .map_err(|e| Failure::new("start the user-namespace helper", &e))?;
-        self.helper = Some(helper);
-        let took = t.elapsed();
-        tracing::debug!(?took, "user-namespace helper started");
-        Ok(took)
+        self.helper.as_mut().map(Ok)
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let in_helper = self.helper.as_mut().map(|h| {
-            h.call::<_, Response>(&Request::Remove {
-                path: self.path.clone(),
-            })
-        });
-        let failed: Vec<(PathBuf, String)> = match in_helper {
-            Some(Ok(Response::Removed { failed })) => failed,
-            other => {
-                if let Some(answer) = other {
-                    tracing::warn!(
+        // Once there is a helper, the step left files only it can read.
+        let mut failed: Vec<(PathBuf, String)> = Vec::new();
+        if self.helper.is_none() {
+            let mut errs = Vec::new();
+            remove_tree(&self.path, &mut errs);
+            failed = errs.into_iter().map(|(p, e)| (p, e.to_string())).collect();
+        }
+        // Typically files a step made as another user of a subordinate
+        // range, in a directory that user did not let us write.
+        if self.helper.is_some() || !failed.is_empty() {
+            let path = self.path.clone();
+            match self.helper() {
+                Some(Ok(helper)) => match helper.call::<_, Response>(&Request::Remove { path }) {
+                    Ok(Response::Removed { failed: f }) => failed = f,
+                    answer => tracing::warn!(
                         ?answer, dir = %self.path.display(),
-                        "the user-namespace helper did not remove the step directory; trying as the caller"
-                    );
-                }
-                let mut errs = Vec::new();
-                remove_tree(&self.path, &mut errs);
-                errs.into_iter().map(|(p, e)| (p, e.to_string())).collect()
+                        "the user-namespace helper did not remove the step directory"
+                    ),
+                },
+                Some(Err(e)) => tracing::warn!(error = %e, "no user-namespace helper"),
+                None => {}
             }
-        };
+        }
         if let Some((path, e)) = failed.first() {
-            // Typically files a step made as another user of a subordinate
-            // range, in a directory that user did not let us write.
             tracing::warn!(
                 dir = %self.path.display(), path = %path.display(), error = %e, more = failed.len() - 1,
                 "could not remove all of the step directory"

@@ -268,21 +268,18 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
     };
     if !outcome.status.success() {
         tracing::info!(status = outcome.status.code(), "step command failed");
-        // Only so the step directory can be removed.
-        if let Err(f) = work.follow_step(&outcome.idmap) {
-            tracing::warn!(error = %f, "the step directory may not be removable");
-        }
+        work.ran_with(&outcome.idmap);
         out.timings.total = started.elapsed();
         return Ok(out);
     }
 
-    // Changes and the layer (in a user namespace when the step's files may
-    // be unreadable to us, see `finish`), then config, manifest and name.
+    // Changes and the layer (in a user namespace when the step's files are
+    // unreadable to us, see `finish`), then config, manifest and name.
+    work.ran_with(&outcome.idmap);
     let in_namespace = |f: finish::Failure| BuildError::Finish {
         argv: argv.clone(),
         source: f,
     };
-    let helper_start = work.follow_step(&outcome.idmap).map_err(in_namespace)?;
     let committed = finish::layer(
         store,
         &mut work,
@@ -294,7 +291,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
     )
     .map_err(in_namespace)?;
     out.changed_paths = committed.changed_paths;
-    out.timings.changes = helper_start + committed.changes;
+    out.timings.changes = committed.changes;
     let t = Instant::now();
     {
         let _s = tracing::debug_span!("commit").entered();
