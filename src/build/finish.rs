@@ -3,11 +3,12 @@
 //!
 //! A rootless step with subordinate ids leaves files the caller cannot
 //! read as itself: apt's `_apt` (a subordinate uid on the host) makes 0700
-//! directories in the upper dir or the walked tree. Then this phase runs in
+//! directories in the upper dir or the walked tree. Each part is tried in
+//! process first; what is refused (EACCES) after such a step is redone in
 //! kiln's user-namespace helper (`exec::UsernsHelper`), with the step's own
 //! id map, where kiln is root over every id the step could use and `stat`
 //! shows container ids directly (so the layer writer's id mapping is the
-//! identity there). Every other step does it in process, as before.
+//! identity there). The helper starts only then: ordinary steps pay nothing.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

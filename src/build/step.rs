@@ -276,7 +276,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
     // Changes and the layer (in a user namespace when the step's files are
     // unreadable to us, see `finish`), then config, manifest and name.
     work.ran_with(&outcome.idmap);
-    let in_namespace = |f: finish::Failure| BuildError::Finish {
+    let finish_failed = |f: finish::Failure| BuildError::Finish {
         argv: argv.clone(),
         source: f,
     };
@@ -289,7 +289,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
         input.source_date_epoch,
         &outcome.idmap,
     )
-    .map_err(in_namespace)?;
+    .map_err(finish_failed)?;
     out.changed_paths = committed.changed_paths;
     out.timings.changes = committed.changes;
     let t = Instant::now();
