@@ -16,6 +16,13 @@ fn main() -> ExitCode {
         let code = kiln::exec::sandbox_main();
         return ExitCode::from(u8::try_from(code).unwrap_or(255));
     }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == kiln::exec::USERNS_ARG)
+    {
+        let code = kiln::build::finish::helper_main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(255));
+    }
     kiln::sys::proc::default_sigpipe();
     let args = cli::Cli::parse();
     match cli::run(args) {

@@ -9,6 +9,8 @@ mod conformance;
 mod debian;
 #[path = "run_step_process.rs"]
 mod process;
+#[path = "run_step_userns.rs"]
+mod userns;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 
 pub mod copy;
 pub mod engine;
+pub mod finish;
 pub mod step;
 
 pub use step::{run_step, BuildError, StepInput, StepOutput, StepTimings};

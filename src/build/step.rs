@@ -6,15 +6,16 @@
 //! Each phase is timed and traced (`step` span with `prepare`, `run`,
 //! `changes`, `write` children) so the per-step overhead is measurable.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::finish::{self, WorkDir};
 use crate::exec::{
     self, Executor, IdMap, IdMapChoice, Isolation, Network, ProcessSpec, Sandbox, Stdin,
 };
 use crate::image::{self, media_types, History, ImageConfig, Manifest};
-use crate::layer::{self, Compression, IdMapping, WriteOptions, WrittenLayer};
+use crate::layer::{self, WrittenLayer};
 use crate::snapshot::{self, SnapshotterKind};
 use crate::store::{Descriptor, Digest, LayerSource, Store};
 use crate::transport;
@@ -151,6 +152,14 @@ pub enum BuildError {
         what: String,
         reason: String,
     },
+    /// Listing the changes or writing the layer failed (`source` says
+    /// whether in the user-namespace helper, what, where, errno).
+    #[error("step {argv:?}: {source}")]
+    Finish {
+        argv: Vec<String>,
+        #[source]
+        source: finish::Failure,
+    },
     #[error("step {argv:?}: {what}: {source}")]
     Io {
         argv: Vec<String>,
@@ -184,6 +193,7 @@ pub fn run_step(store: &Store, input: &StepInput) -> Result<StepOutput, BuildErr
     let mut out = run_layer(store, &layers, &base.config, input)?;
     if let Some(written) = &out.layer {
         let t = Instant::now();
+        let _s = tracing::debug_span!("commit").entered();
         let manifest =
             commit(store, &base, written, input).map_err(|reason| BuildError::Commit {
                 argv: argv.clone(),
@@ -253,7 +263,7 @@ pub fn run_layer(
         })?,
     };
     tracing::debug!(snapshotter = %kind, why = %why, "snapshotter chosen");
-    let work = WorkDir::new(store).map_err(|source| BuildError::Io {
+    let mut work = WorkDir::new(store).map_err(|source| BuildError::Io {
         argv: argv.clone(),
         what: format!(
             "create a step directory in {}",
@@ -303,47 +313,33 @@ pub fn run_layer(
     };
     if input.discard || !outcome.status.success() {
         tracing::info!(status = outcome.status.code(), "step command ended");
+        work.ran_with(&outcome.idmap);
         out.timings.total = started.elapsed();
         return Ok(out);
     }
 
-    // Changes.
-    let t = Instant::now();
-    let changes = {
-        let _s = tracing::debug_span!("changes").entered();
-        snap.changes(&excluded_mount_points(&outcome.created, &input.mounts))
-            .map_err(|source| BuildError::Snapshot {
-                argv: argv.clone(),
-                what: "list the changes",
-                source,
-            })?
+    // Changes and the layer (in a user namespace when the step's files are
+    // unreadable to us, see `finish`), then config, manifest and name.
+    work.ran_with(&outcome.idmap);
+    let finish_failed = |f: finish::Failure| BuildError::Finish {
+        argv: argv.clone(),
+        source: f,
     };
-    out.changed_paths = changes.changes.len();
-    out.timings.changes = t.elapsed();
-
-    // Write: the layer, then config and manifest, then the name.
-    let t = Instant::now();
-    {
-        let _s = tracing::debug_span!("write", paths = changes.changes.len()).entered();
-        let recorded = load_recorded(&sidecars, &changes).map_err(|source| BuildError::Layer {
-            argv: argv.clone(),
-            source,
-        })?;
-        let opts = WriteOptions {
-            compression: Compression::Gzip,
-            source_date_epoch: input.source_date_epoch,
-            ids: IdMapping::from_exec(&outcome.idmap),
-            recorded,
-        };
-        let written =
-            layer::write_layer(store, &changes, &opts).map_err(|source| BuildError::Layer {
-                argv: argv.clone(),
-                source,
-            })?;
-        out.layer = Some(written);
-    }
-    out.timings.write = t.elapsed();
-    // `snap` then `work` are dropped on return (reverse declaration order).
+    let committed = finish::layer(
+        store,
+        &mut work,
+        snap,
+        &excluded_mount_points(&outcome.created, &input.mounts),
+        &sidecars,
+        input.source_date_epoch,
+        &outcome.idmap,
+    )
+    .map_err(finish_failed)?;
+    out.changed_paths = committed.changed_paths;
+    out.timings.changes = committed.changes;
+    out.layer = Some(committed.layer());
+    out.timings.write = committed.write;
+    // `work` is removed on return (by the helper when there is one).
     out.timings.total = started.elapsed();
     tracing::debug!(timings = ?out.timings, "step done");
     Ok(out)
@@ -354,7 +350,7 @@ pub fn run_layer(
 /// needed (its target when it is a directory, and the parents it made).
 fn excluded_mount_points(created: &[String], mounts: &[exec::Mount]) -> Vec<String> {
     let norm = |p: &str| p.trim_matches('/').to_string();
-    let mut keep: HashSet<String> = HashSet::new();
+    let mut keep: std::collections::HashSet<String> = std::collections::HashSet::new();
     for m in mounts {
         let dest = norm(&m.destination);
         let is_dir = match &m.kind {
@@ -375,69 +371,6 @@ fn excluded_mount_points(created: &[String], mounts: &[exec::Mount]) -> Vec<Stri
         .filter(|c| !keep.contains(&norm(c)))
         .cloned()
         .collect()
-}
-
-/// The lower layers' ownership records (top-most first) that the writer
-/// can consult: those of the listed paths and their ancestors (the only
-/// paths a layer emits). A sidecar of an unprivileged unpack holds a record
-/// for nearly every path (tens of thousands of lines for a big base); parsing
-/// them all cost more than the rest of a small step, so each line's path is
-/// read first and only the wanted lines are parsed.
-fn load_recorded(
-    sidecars: &[PathBuf],
-    changes: &snapshot::ChangeList,
-) -> Result<Vec<layer::Metadata>, layer::LayerError> {
-    use std::io::BufRead;
-    let mut wanted: HashSet<&str> = HashSet::new();
-    for c in &changes.changes {
-        if c.kind == snapshot::ChangeKind::Delete {
-            continue;
-        }
-        let mut p = c.path.as_str();
-        while wanted.insert(p) {
-            match p.rfind('/') {
-                Some(i) => p = &p[..i],
-                None => break,
-            }
-        }
-    }
-    let mut out = Vec::with_capacity(sidecars.len());
-    for path in sidecars {
-        let err = |what: &str, source: std::io::Error| layer::LayerError::Metadata {
-            path: path.clone(),
-            what: what.to_string(),
-            source,
-        };
-        let mut meta = layer::Metadata::default();
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                out.push(meta);
-                continue;
-            }
-            Err(e) => return Err(err("open", e)),
-        };
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| err("read", e))?;
-            // `{"path":"P",…}` (serde writes `path` first); a path with
-            // escapes, or any other shape, is parsed in full.
-            let quick = line
-                .strip_prefix("{\"path\":\"")
-                .and_then(|rest| rest.split_once('"'))
-                .map(|(p, _)| p)
-                .filter(|p| !p.contains('\\'));
-            if quick.is_some_and(|p| !wanted.contains(p)) || line.trim().is_empty() {
-                continue;
-            }
-            let rec: layer::Record = serde_json::from_str(&line)
-                .map_err(|e| err(&format!("parse line {}", n + 1), std::io::Error::other(e)))?;
-            if wanted.contains(rec.path.as_str()) {
-                meta.insert(rec);
-            }
-        }
-        out.push(meta);
-    }
-    Ok(out)
 }
 
 /// The image's layers as the store's unpacker takes them.
@@ -567,72 +500,4 @@ fn rfc3339(epoch: i64) -> Result<String, String> {
         .map_err(|e| format!("SOURCE_DATE_EPOCH {epoch}: {e}"))?
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| e.to_string())
-}
-
-/// The step's private directory under the store's `tmp/` (same filesystem
-/// as the unpacked layers, as overlayfs wants), removed on drop.
-struct WorkDir {
-    path: PathBuf,
-}
-
-impl WorkDir {
-    fn new(store: &Store) -> std::io::Result<WorkDir> {
-        let parent = store.root().join("tmp");
-        std::fs::create_dir_all(&parent)?;
-        let dir = tempfile::Builder::new()
-            .prefix("step-")
-            .tempdir_in(parent)?;
-        Ok(WorkDir { path: dir.keep() })
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let mut failed = Vec::new();
-        remove_tree(&self.path, &mut failed);
-        if let Some((path, e)) = failed.first() {
-            // Typically files a step made as another user of a subordinate
-            // range, in a directory that user did not let us write.
-            tracing::warn!(
-                dir = %self.path.display(), path = %path.display(), error = %e, more = failed.len() - 1,
-                "could not remove all of the step directory"
-            );
-        }
-    }
-}
-
-/// Removes `path` without following symlinks, making our own directories
-/// writable and searchable first (overlayfs leaves its `work/work` at mode
-/// 0, a step may leave 0500 directories). Keeps going past failures.
-fn remove_tree(path: &Path, failed: &mut Vec<(PathBuf, std::io::Error)>) {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) => return failed.push((path.to_path_buf(), e)),
-    };
-    if !meta.is_dir() {
-        if let Err(e) = std::fs::remove_file(path) {
-            failed.push((path.to_path_buf(), e));
-        }
-        return;
-    }
-    if meta.permissions().mode() & 0o700 != 0o700 {
-        // Fails for a directory we do not own; read_dir then reports it.
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
-    }
-    match std::fs::read_dir(path) {
-        Ok(entries) => {
-            for entry in entries.flatten() {
-                remove_tree(&entry.path(), failed);
-            }
-        }
-        Err(e) => return failed.push((path.to_path_buf(), e)),
-    }
-    if let Err(e) = std::fs::remove_dir(path) {
-        failed.push((path.to_path_buf(), e));
-    }
 }

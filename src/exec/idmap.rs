@@ -24,7 +24,7 @@ pub enum IdMap {
     Subordinate { uids: IdRange, gids: IdRange },
     /// Only 0 → caller; setgroups(2) denied.
     Single,
-    /// Root caller: every id maps to itself.
+    /// Root caller: every id of kiln's own user namespace maps to itself.
     Identity,
     /// No user namespace (chroot tier).
     None,
@@ -82,8 +82,18 @@ pub fn apply(pid: u32, map: &IdMap, uid: u32, gid: u32) -> Result<(), ExecError>
     match map {
         IdMap::None => Ok(()),
         IdMap::Identity => {
-            write("uid_map", "0 0 4294967295\n")?;
-            write("gid_map", "0 0 4294967295\n")
+            // Every id this namespace has, as itself: all 2^32 of them on
+            // the host, but only its own extents when kiln runs as root of
+            // a user namespace (`unshare -r`, a `--userns=auto` container),
+            // where a line naming an unmapped id is refused.
+            for file in ["uid_map", "gid_map"] {
+                let own = format!("/proc/self/{file}");
+                let text = fs::read_to_string(&own).map_err(|e| err(format!("read {own}: {e}")))?;
+                let lines = identity_lines(&text)
+                    .ok_or_else(|| err(format!("{own} is not an id map: {text:?}")))?;
+                write(file, &lines)?;
+            }
+            Ok(())
         }
         IdMap::Single => {
             write("setgroups", "deny")?;
@@ -95,6 +105,24 @@ pub fn apply(pid: u32, map: &IdMap, uid: u32, gid: u32) -> Result<(), ExecError>
             helper("newgidmap", pid, gid, *gids).map_err(err)
         }
     }
+}
+
+/// `INSIDE INSIDE COUNT` for each `INSIDE OUTSIDE COUNT` extent of an id
+/// map file: the ids of the current namespace mapped to themselves.
+fn identity_lines(own: &str) -> Option<String> {
+    let mut out = String::new();
+    for line in own.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<u32> = line
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let [inside, _outside, count] = f[..] else {
+            return None;
+        };
+        out.push_str(&format!("{inside} {inside} {count}\n"));
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// `newuidmap PID 0 ID 1 1 START COUNT` (or newgidmap).
@@ -162,6 +190,20 @@ fn parse_ranges(text: &str, name: Option<&str>, uid: u32) -> Option<IdRange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_copies_the_own_extents() {
+        assert_eq!(
+            identity_lines("         0          0 4294967295\n").as_deref(),
+            Some("0 0 4294967295\n")
+        );
+        assert_eq!(
+            identity_lines("0 1000 1\n1 100000 65536\n").as_deref(),
+            Some("0 0 1\n1 1 65536\n")
+        );
+        assert_eq!(identity_lines(""), None);
+        assert_eq!(identity_lines("0 x 1\n"), None);
+    }
 
     #[test]
     fn picks_the_largest_range_by_name_or_uid() {

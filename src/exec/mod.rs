@@ -39,6 +39,7 @@ mod rootfs;
 mod seccomp;
 mod spec;
 mod user;
+mod userns;
 
 pub use child::sandbox_main;
 pub use error::{Attempt, ExecError, SetupFailure, Stage};
@@ -48,3 +49,4 @@ pub use parent::{Executor, ExitStatus, Output, RunOutcome, Sandbox, Stdin};
 pub use protocol::SANDBOX_ARG;
 pub use spec::{IdMapChoice, Mount, MountKind, Network, ProcessSpec, RootFs, DEFAULT_PATH};
 pub use user::{resolve as resolve_user, Credentials};
+pub use userns::{helper_main as userns_helper_main, UsernsError, UsernsHelper, USERNS_ARG};

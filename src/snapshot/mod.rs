@@ -55,7 +55,9 @@ pub use error::SnapshotError;
 use crate::exec::RootFs;
 
 /// Which snapshotter (`--snapshotter`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum SnapshotterKind {
     /// Kernel overlayfs in the user namespace (`userxattr`).
     Overlay,
@@ -135,15 +137,17 @@ pub fn remove_work(work: &Path) -> Result<(), SnapshotError> {
 ///
 /// Keep it alive until the layer is written: [`ChangeList::source`] points
 /// into it, and dropping a walk snapshot over the store's cached tree
-/// reverts the step's changes there (see `walk_cache`).
-#[derive(Debug)]
+/// reverts the step's changes there (see `walk_cache`). Serializable, so
+/// that another process (kiln's user-namespace helper) can list its
+/// changes; the copy there holds no lease on a cached tree.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     kind: SnapshotterKind,
     rootfs: RootFs,
     state: State,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum State {
     /// An overlay: what changed is in `upper`.
     Upper {
@@ -170,6 +174,16 @@ impl Snapshot {
         match &self.state {
             State::Upper { upper, .. } => upper,
             State::Walk(w) => &w.tree,
+        }
+    }
+
+    /// Makes the walk's before-index read as `stat` shows owners in
+    /// another user namespace (`uid`/`gid`: this namespace's id → that
+    /// one's), for listing the changes from there. The overlays compare
+    /// nothing recorded earlier, so only the walk needs it.
+    pub fn map_owners(&mut self, uid: impl Fn(u32) -> u32, gid: impl Fn(u32) -> u32) {
+        if let State::Walk(w) = &mut self.state {
+            walk::map_owners(&mut w.before, uid, gid);
         }
     }
 

@@ -18,7 +18,7 @@ use super::lower;
 use super::{Change, ChangeKind};
 
 /// Who wrote the upper dir.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Format {
     /// Kernel overlayfs: whiteouts are 0/0 character devices (or, Linux ≥
     /// 6.7, xattr-marked empty files), opaque directories carry

@@ -90,12 +90,15 @@ impl super::Snapshotter for Walk {
 
 /// A walk snapshot: the tree the step runs in, its index from before, and
 /// (for a cached tree) the lease that gives it back, reverted, on drop.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct WalkState {
     pub(super) tree: PathBuf,
-    before: Index,
+    pub(super) before: Index,
     /// The index `changes` took, kept for the revert.
+    #[serde(skip)]
     after: Mutex<Option<Index>>,
+    /// Not sent to another process: only the owner gives the tree back.
+    #[serde(skip)]
     lease: Option<super::walk_cache::Lease>,
 }
 
@@ -443,7 +446,7 @@ fn copy_file(s: &Path, d: &Path) -> Result<(), SnapshotError> {
 }
 
 /// The stat of one path of the tree, as recorded before the step.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Meta {
     pub(super) mode: u16,
     pub(super) uid: u32,
@@ -477,6 +480,14 @@ impl Meta {
 
 /// Path (relative, `/`-separated) → stat, of every entry of the tree.
 pub type Index = BTreeMap<String, Meta>;
+
+/// Rewrites the owners of `index` (see `Snapshot::map_owners`).
+pub fn map_owners(index: &mut Index, uid: impl Fn(u32) -> u32, gid: impl Fn(u32) -> u32) {
+    for m in index.values_mut() {
+        m.uid = uid(m.uid);
+        m.gid = gid(m.gid);
+    }
+}
 
 fn meta(st: &Statx, xattrs: Option<[u8; 32]>) -> Meta {
     Meta {
