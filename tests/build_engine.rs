@@ -130,8 +130,14 @@ fn build_rootless_lands_instructions_in_tree_and_config_and_no_secret_anywhere()
     assert_eq!(read("app/sub/secret-len").trim(), secret.len().to_string());
     assert_eq!(read("app/sub/tmpfs-list"), "gone\n");
     assert_eq!(read("app/sub/heredoc"), "from-heredoc\n");
-    for gone in ["cache", "run/secrets/tok", "scratch/gone"] {
+    // Mount targets stay as empty directories (as BuildKit leaves them);
+    // what was in the mounts does not.
+    for gone in ["cache/log", "run/secrets/tok", "scratch/gone"] {
         assert!(!rootfs.join(gone).exists(), "{gone} leaked into the image");
+    }
+    for empty in ["cache", "scratch", "run/secrets"] {
+        let n = fs::read_dir(rootfs.join(empty)).unwrap().count();
+        assert_eq!(n, 0, "/{empty} is not an empty directory");
     }
 
     let c = config(&kiln, "app:2");

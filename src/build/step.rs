@@ -366,6 +366,8 @@ fn excluded_mount_points(created: &[String], mounts: &[exec::Mount]) -> Vec<Stri
             keep.insert(p.to_string());
         }
     }
+    // runc leaves a /dev it had to create in BuildKit's layers.
+    keep.insert("dev".into());
     created
         .iter()
         .filter(|c| !keep.contains(&norm(c)))

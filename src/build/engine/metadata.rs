@@ -238,13 +238,19 @@ fn healthcheck(h: &Healthcheck) -> image::Healthcheck {
 /// Close to Go's `%q` of BuildKit's `*HealthConfig` (durations in Go's form).
 fn healthcheck_text(h: &Healthcheck) -> String {
     let test = h.test.clone().unwrap_or_else(|| vec!["NONE".into()]);
+    let mut durations = vec![h.interval_ns, h.timeout_ns, h.start_period_ns];
+    // BuildKit before StartInterval existed printed three durations.
+    if h.start_interval_ns != 0 {
+        durations.push(h.start_interval_ns);
+    }
+    let durations: Vec<String> = durations
+        .into_iter()
+        .map(|d| format!("{:?}", go_duration(d)))
+        .collect();
     format!(
-        "&{{{} {:?} {:?} {:?} {:?} '\\x{:02x}'}}",
+        "&{{{} {} '\\x{:02x}'}}",
         go_quoted(&test),
-        go_duration(h.interval_ns),
-        go_duration(h.timeout_ns),
-        go_duration(h.start_period_ns),
-        go_duration(h.start_interval_ns),
+        durations.join(" "),
         h.retries
     )
 }

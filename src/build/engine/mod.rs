@@ -208,6 +208,21 @@ pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built
     })
 }
 
+/// `COPY SRC… DEST # buildkit` as BuildKit records it: sources and
+/// destination only, without the flags.
+fn copy_created_by(ins: &Instruction) -> String {
+    let (name, src) = match ins {
+        Instruction::Copy(c) => ("COPY", &c.src),
+        Instruction::Add(a) => ("ADD", &a.src),
+        _ => return String::new(),
+    };
+    let mut words = vec![name.to_string()];
+    words.extend(src.paths.iter().cloned());
+    words.extend(src.contents.iter().map(|f| format!("<<{}", f.name)));
+    words.push(src.dest.clone());
+    format!("{} # buildkit", words.join(" "))
+}
+
 fn manifest_config_digest(store: &Store, desc: &Descriptor) -> Result<Digest, EngineError> {
     let img = crate::transport::StoredImage::load(store, desc)
         .map_err(|e| EngineError::Other(format!("read back the image: {e}")))?;
@@ -446,7 +461,7 @@ impl<'a> Engine<'a> {
             }
             Instruction::Copy(_) | Instruction::Add(_) => {
                 let layer = self.copy(state, step, &sref)?;
-                state.add(&created, format!("{} # buildkit", step.text), Some(layer));
+                state.add(&created, copy_created_by(&step.instruction), Some(layer));
             }
             Instruction::From(_) => {}
             Instruction::Arg(_) => {

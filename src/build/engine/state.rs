@@ -32,6 +32,7 @@ impl ImageState {
                 variant: platform.variant.clone(),
                 config: Some(ContainerConfig {
                     env: Some(vec![format!("PATH={}", crate::exec::DEFAULT_PATH)]),
+                    working_dir: Some("/".into()),
                     ..ContainerConfig::default()
                 }),
                 rootfs: image::RootFs {
@@ -52,12 +53,20 @@ impl ImageState {
         for l in &mut layers {
             l.media_type = layer_media_type(&l.media_type, docker);
         }
-        ImageState {
+        let mut state = ImageState {
             config: img.config.clone(),
             layers,
             docker,
             cmd_set: false,
+        };
+        // BuildKit gives an image without PATH the default one.
+        let env = state.env();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            let mut env = env;
+            env.insert(0, format!("PATH={}", crate::exec::DEFAULT_PATH));
+            state.container().env = Some(env);
         }
+        state
     }
 
     /// The layers as the unpacker takes them.
