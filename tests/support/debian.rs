@@ -70,14 +70,20 @@ pub fn rootfs_tar() -> PathBuf {
 }
 
 fn build_cached() -> PathBuf {
-    let dir = cache_dir();
+    mmdebstrap_cached("Debian", cache_dir(), &mmdebstrap_args())
+}
+
+/// Builds (once per machine, under an exclusive lock, through a temporary
+/// sibling renamed into place) `dir/rootfs.tar` with `mmdebstrap ARGS SUITE
+/// TAR MIRROR`, unless it is there; `what` names it in messages.
+pub(super) fn mmdebstrap_cached(what: &str, dir: PathBuf, args: &[String]) -> PathBuf {
     let tar = dir.join("rootfs.tar");
     if tar.is_file() {
         return tar;
     }
     assert!(
         running_as_root(),
-        "the Debian test rootfs {} is missing and only root can build it \
+        "the {what} test rootfs {} is missing and only root can build it \
          (run the tests once as root, or `mmdebstrap` it there by hand)",
         tar.display()
     );
@@ -102,7 +108,7 @@ fn build_cached() -> PathBuf {
         .arg(&dir)
         .arg(&tmp)
         .arg(tools::require("mmdebstrap"))
-        .args(mmdebstrap_args())
+        .args(args)
         .arg(SUITE)
         .arg(tmp.join("rootfs.tar"))
         .arg(MIRROR)

@@ -23,7 +23,6 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 
 use super::tools;
-use super::user::running_as_root;
 
 /// The same plain-http mirror as [`super::debian`].
 const MIRROR: &str = "http://deb.debian.org/debian";
@@ -41,10 +40,6 @@ const PIP_CONF: &str = "[global]\n\
     root-user-action = ignore\n";
 /// The name the tests give the image, as the seeds' Dockerfiles expect.
 pub const NAME: &str = "python:3.11-slim";
-/// Upper bound on building the rootfs (seconds).
-const BUILD_TIMEOUT_SECS: u32 = 1200;
-/// Upper bound on waiting for another process's build (seconds).
-const LOCK_TIMEOUT_SECS: u32 = 1300;
 
 /// The shell hooks run over the finished tree (`$1`), in order.
 fn customize_hooks() -> Vec<String> {
@@ -120,51 +115,7 @@ pub fn rootfs_tar() -> PathBuf {
 }
 
 fn build_cached() -> PathBuf {
-    let dir = cache_dir();
-    let tar = dir.join("rootfs.tar");
-    if tar.is_file() {
-        return tar;
-    }
-    assert!(
-        running_as_root(),
-        "the Python test rootfs {} is missing and only root can build it \
-         (run the tests once as root)",
-        tar.display()
-    );
-    let lock = dir.with_extension("lock");
-    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("create {}: {e}", tmp.display()));
-    // Under the lock: build only if no one else finished meanwhile.
-    let script = r#"
-        set -e
-        final="$1"; tmp="$2"; shift 2
-        if [ -f "$final/rootfs.tar" ]; then exit 0; fi
-        timeout "$TIMEOUT" "$@"
-        chmod 0755 "$tmp"; chmod 0644 "$tmp/rootfs.tar"
-        mv -T "$tmp" "$final"
-    "#;
-    let mut cmd = Command::new(tools::require("flock"));
-    cmd.args(["--exclusive", "--timeout", &LOCK_TIMEOUT_SECS.to_string()])
-        .arg(&lock)
-        .args(["sh", "-c", script])
-        .arg("sh")
-        .arg(&dir)
-        .arg(&tmp)
-        .arg(tools::require("mmdebstrap"))
-        .args(mmdebstrap_args())
-        .arg(SUITE)
-        .arg(tmp.join("rootfs.tar"))
-        .arg(MIRROR)
-        .env("TIMEOUT", BUILD_TIMEOUT_SECS.to_string());
-    tools::run(&mut cmd);
-    let _ = fs::remove_dir_all(&tmp);
-    assert!(
-        tar.is_file(),
-        "mmdebstrap finished but {} is missing",
-        tar.display()
-    );
-    tar
+    super::debian::mmdebstrap_cached("Python", cache_dir(), &mmdebstrap_args())
 }
 
 /// Imports the Python rootfs into a store as [`NAME`] (or `name`) with the

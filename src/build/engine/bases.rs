@@ -101,15 +101,6 @@ impl BaseImageEnv for Bases<'_> {
         let Ok(img) = self.get(image, platform) else {
             return Vec::new();
         };
-        img.config
-            .config
-            .and_then(|c| c.env)
-            .unwrap_or_default()
-            .iter()
-            .map(|e| match e.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (e.clone(), String::new()),
-            })
-            .collect()
+        super::state::split_env(&img.config.config.and_then(|c| c.env).unwrap_or_default())
     }
 }

@@ -56,7 +56,7 @@ impl Engine<'_> {
             Instruction::Run(r) => {
                 k = k
                     .with("args", canonical_map(step.build_args.iter().cloned()))
-                    .with("env", canonical_map(env_pairs(state)))
+                    .with("env", canonical_map(super::state::split_env(&state.env())))
                     .with("proxy", canonical_map(self.plan.proxy_env.iter().cloned()));
                 for m in run::mounts(r).map_err(|e| sref.fail(format!("--mount: {e}")))? {
                     match (m.kind, &m.from) {
@@ -98,15 +98,4 @@ impl Engine<'_> {
     pub(super) fn slot(&self, stage: usize, step: usize) -> String {
         format!("{}#{stage}#{step}", self.dockerfile_id)
     }
-}
-
-fn env_pairs(state: &ImageState) -> Vec<(String, String)> {
-    state
-        .env()
-        .iter()
-        .map(|e| match e.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (e.clone(), String::new()),
-        })
-        .collect()
 }

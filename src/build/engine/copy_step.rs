@@ -2,8 +2,7 @@
 //! here: sources from the context or a stage/image, the stage's WORKDIR,
 //! the target image's lowers) over [`crate::build::copy`].
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::build::copy::{self, AddOptions, CopyFrom, CopySpec, Target};
 use crate::frontend::instructions::Instruction;
@@ -12,7 +11,7 @@ use crate::plan::Step;
 use crate::store::{chain_ids, Descriptor, Digest};
 
 use super::error::{EngineError, StepRef};
-use super::state::{layer_media_type, ImageState};
+use super::state::{layer_entry, ImageState};
 use super::Engine;
 
 /// An image state's tree as the copy code reads it: overlay lowers
@@ -113,28 +112,9 @@ impl Engine<'_> {
             Some(h) => h.file_digest(p, m),
             None => Err(std::io::Error::other("no build context")),
         };
-        let digest = match &from {
-            Some(f) => {
-                let src = self.source_state(f, sref)?;
-                let tree = self.tree(&src, sref)?;
-                let cf = CopyFrom::Image {
-                    lowers: tree.lowers,
-                    recorded: tree.recorded,
-                    chain_id: tree.chain_id,
-                };
-                copy::source_digest(&spec, &cf, &hash_file)
-            }
-            None => {
-                let empty = PathBuf::new();
-                let dir = self.req.context.as_ref().unwrap_or(&empty);
-                let cf = CopyFrom::Context {
-                    dir,
-                    ignore: &self.req.ignore,
-                };
-                copy::source_digest(&spec, &cf, &hash_file)
-            }
-        }
-        .map_err(sref.wrap("read the sources"))?;
+        let cf = self.copy_from(&from, sref)?;
+        let digest =
+            copy::source_digest(&spec, &cf, &hash_file).map_err(sref.wrap("read the sources"))?;
         Ok(digest.to_string())
     }
 
@@ -153,38 +133,34 @@ impl Engine<'_> {
             lowers: target_tree.lowers,
             recorded: target_tree.recorded,
         };
-        let written = match &from {
+        let cf = self.copy_from(&from, sref)?;
+        let written =
+            copy::copy_layer(self.store, &spec, &cf, &target).map_err(sref.wrap("copy"))?;
+        Ok(layer_entry(written, state.docker))
+    }
+
+    /// Where a COPY/ADD reads: the stage or image `from` names, else the
+    /// context (an empty one for a Dockerfile from stdin: only heredoc
+    /// sources can be copied then).
+    fn copy_from(
+        &self,
+        from: &Option<String>,
+        sref: &StepRef,
+    ) -> Result<CopyFrom<'_>, EngineError> {
+        Ok(match from {
             Some(f) => {
                 let src = self.source_state(f, sref)?;
                 let tree = self.tree(&src, sref)?;
-                let cf = CopyFrom::Image {
+                CopyFrom::Image {
                     lowers: tree.lowers,
                     recorded: tree.recorded,
                     chain_id: tree.chain_id,
-                };
-                copy::copy_layer(self.store, &spec, &cf, &target)
+                }
             }
-            None => {
-                let dir = self.req.context.as_ref().ok_or_else(|| {
-                    sref.fail("there is no build context (the Dockerfile came from stdin)")
-                })?;
-                let cf = CopyFrom::Context {
-                    dir,
-                    ignore: &self.req.ignore,
-                };
-                copy::copy_layer(self.store, &spec, &cf, &target)
-            }
-        }
-        .map_err(sref.wrap("copy"))?;
-        Ok((
-            Descriptor {
-                media_type: layer_media_type(&written.media_type, state.docker),
-                digest: written.digest,
-                size: written.size,
-                annotations: BTreeMap::new(),
-                platform: None,
+            None => CopyFrom::Context {
+                dir: self.req.context.as_deref().unwrap_or(Path::new("")),
+                ignore: &self.req.ignore,
             },
-            written.diff_id,
-        ))
+        })
     }
 }

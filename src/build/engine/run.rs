@@ -2,7 +2,6 @@
 //! `--mount`s (cache, secret, bind, tmpfs) and `--network`, run through
 //! [`crate::build::step::run_layer`].
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +16,7 @@ use crate::store::{Descriptor, Digest};
 
 use super::error::{EngineError, StepRef};
 use super::metadata::shell_of;
-use super::state::{layer_media_type, ImageState};
+use super::state::{layer_entry, ImageState};
 use super::Engine;
 
 /// Where a secret comes from (`--secret id=ID,src=FILE|env=VAR`).
@@ -142,14 +141,7 @@ pub fn run(
     let layer = out
         .layer
         .ok_or_else(|| sref.fail("the step wrote no layer"))?;
-    let desc = Descriptor {
-        media_type: layer_media_type(&layer.media_type, state.docker),
-        digest: layer.digest,
-        size: layer.size,
-        annotations: BTreeMap::new(),
-        platform: None,
-    };
-    Ok((desc, layer.diff_id))
+    Ok(layer_entry(layer, state.docker))
 }
 
 fn prepare(eng: &Engine, r: &Run, sref: &StepRef) -> Result<Prepared, EngineError> {
@@ -173,6 +165,11 @@ fn prepare(eng: &Engine, r: &Run, sref: &StepRef) -> Result<Prepared, EngineErro
         }
     }
     Ok(p)
+}
+
+/// A mount's `uid=`/`gid=` (either alone means the other is 0).
+fn owner(m: &MountFlag) -> Option<(u32, u32)> {
+    (m.uid.is_some() || m.gid.is_some()).then(|| (m.uid.unwrap_or(0), m.gid.unwrap_or(0)))
 }
 
 fn target(m: &MountFlag, sref: &StepRef) -> Result<String, EngineError> {
@@ -219,9 +216,7 @@ fn cache_mount(
             readonly: m.read_only,
         },
     );
-    if m.uid.is_some() || m.gid.is_some() {
-        mount.owner = Some((m.uid.unwrap_or(0), m.gid.unwrap_or(0)));
-    }
+    mount.owner = owner(m);
     mount.mode = m.mode;
     p.mounts.push(mount);
     Ok(())
@@ -303,9 +298,7 @@ fn secret_mount(
             readonly: true,
         },
     );
-    if m.uid.is_some() || m.gid.is_some() {
-        mount.owner = Some((m.uid.unwrap_or(0), m.gid.unwrap_or(0)));
-    }
+    mount.owner = owner(m);
     // BuildKit's default for secrets: read-only for the owner.
     mount.mode = Some(m.mode.unwrap_or(0o400));
     p.mounts.push(mount);

@@ -153,6 +153,31 @@ impl ImageState {
     }
 }
 
+/// `K=V` entries as pairs (an entry without `=` is a name with an empty value).
+pub fn split_env(list: &[String]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// A written layer as the manifest lists it (media type of the chosen
+/// family) and its diff_id.
+pub fn layer_entry(written: crate::layer::WrittenLayer, docker: bool) -> (Descriptor, Digest) {
+    (
+        Descriptor {
+            media_type: layer_media_type(&written.media_type, docker),
+            digest: written.digest,
+            size: written.size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        },
+        written.diff_id,
+    )
+}
+
 /// A layer's media type in the chosen family (gzip/zstd/plain kept).
 pub fn layer_media_type(mt: &str, docker: bool) -> String {
     use media_types as m;

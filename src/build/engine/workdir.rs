@@ -1,7 +1,6 @@
 //! WORKDIR creates its directory (and missing parents) as a layer when the
 //! image lacks it, as BuildKit does; nothing when it exists.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
 use crate::layer::{self, Compression, IdMapping, WriteOptions};
@@ -9,7 +8,7 @@ use crate::snapshot::{lower, Change, ChangeKind, ChangeList};
 use crate::store::{Descriptor, Digest};
 
 use super::error::StepRef;
-use super::state::{layer_media_type, ImageState};
+use super::state::{layer_entry, ImageState};
 use super::{Engine, EngineError};
 
 pub fn make_dir(
@@ -67,14 +66,5 @@ pub fn make_dir(
     };
     let written =
         layer::write_layer(eng.store, &changes, &opts).map_err(sref.wrap("write the layer"))?;
-    Ok(Some((
-        Descriptor {
-            media_type: layer_media_type(&written.media_type, state.docker),
-            digest: written.digest,
-            size: written.size,
-            annotations: BTreeMap::new(),
-            platform: None,
-        },
-        written.diff_id,
-    )))
+    Ok(Some(layer_entry(written, state.docker)))
 }
