@@ -45,9 +45,21 @@ fn mmdebstrap_args() -> Vec<String> {
 
 /// The cache directory for the current build recipe.
 fn cache_dir() -> PathBuf {
+    cache_dir_for("debian", &mmdebstrap_args(), &[])
+}
+
+/// `/var/tmp/kiln-test-NAME-HASH`, HASH covering the mmdebstrap `args`, any
+/// `extra` named inputs (files copied into the tree), suite and mirror.
+pub(super) fn cache_dir_for(name: &str, args: &[String], extra: &[(String, Vec<u8>)]) -> PathBuf {
     let mut h = Sha256::new();
-    for a in mmdebstrap_args() {
+    for a in args {
         h.update(a.as_bytes());
+        h.update([0]);
+    }
+    for (n, body) in extra {
+        h.update(n.as_bytes());
+        h.update([0]);
+        h.update(body);
         h.update([0]);
     }
     h.update(SUITE.as_bytes());
@@ -57,7 +69,7 @@ fn cache_dir() -> PathBuf {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    PathBuf::from(format!("/var/tmp/kiln-test-debian-{hex}"))
+    PathBuf::from(format!("/var/tmp/kiln-test-{name}-{hex}"))
 }
 
 /// The path of a plain (uncompressed) tarball of a minimal bookworm rootfs

@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use sha2::{Digest, Sha256};
 
 use super::tools;
 
@@ -86,25 +85,7 @@ fn host_cas() -> Vec<(String, Vec<u8>)> {
 }
 
 fn cache_dir() -> PathBuf {
-    let mut h = Sha256::new();
-    for a in mmdebstrap_args() {
-        h.update(a.as_bytes());
-        h.update([0]);
-    }
-    for (name, body) in host_cas() {
-        h.update(name.as_bytes());
-        h.update([0]);
-        h.update(&body);
-        h.update([0]);
-    }
-    h.update(SUITE.as_bytes());
-    h.update([0]);
-    h.update(MIRROR.as_bytes());
-    let hex: String = h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    PathBuf::from(format!("/var/tmp/kiln-test-python-{hex}"))
+    super::debian::cache_dir_for("python", &mmdebstrap_args(), &host_cas())
 }
 
 /// The path of a plain tarball of the Python base rootfs, readable by every

@@ -6,8 +6,8 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::context_tree::ContextTree;
-use super::run::{exclude_matcher, excluded, find_matches};
-use super::tree::{Node, NodeKind, Tree};
+use super::run::{exclude_matcher, find_matches, kept_children};
+use super::tree::{Node, NodeKind};
 use super::{fetch, CopyError, CopyFrom, CopySpec};
 use crate::store::Digest;
 
@@ -119,18 +119,8 @@ fn walk(
     exclude: Option<&crate::frontend::patternmatcher::PatternMatcher>,
     hash_file: &dyn Fn(&Path, &std::fs::Metadata) -> std::io::Result<Digest>,
 ) -> Result<(), CopyError> {
-    for child in tree.children(&dir.rel)? {
-        let inside = child
-            .rel
-            .strip_prefix(root)
-            .map(|r| r.trim_start_matches('/'))
-            .unwrap_or(&child.rel);
-        if excluded(exclude, inside)?
-            && !(child.is_dir() && exclude.is_some_and(|m| m.exclusions()))
-        {
-            continue;
-        }
-        entry(h, tree, &child, inside, hash_file)?;
+    for (child, inside) in kept_children(tree, dir, root, exclude)? {
+        entry(h, tree, &child, &inside, hash_file)?;
         if child.is_dir() {
             walk(h, tree, &child, root, exclude, hash_file)?;
         }

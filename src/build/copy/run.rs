@@ -167,10 +167,6 @@ impl Copier<'_> {
         }
     }
 
-    fn excluded(&self, rel: &str) -> Result<bool, CopyError> {
-        excluded(self.exclude.as_ref(), rel)
-    }
-
     /// Where a non-directory match goes.
     pub(super) fn file_dest(
         &self,
@@ -244,18 +240,7 @@ impl Copier<'_> {
         to: &str,
         root: &str,
     ) -> Result<(), CopyError> {
-        for child in tree.children(&dir.rel)? {
-            let inside = child
-                .rel
-                .strip_prefix(root)
-                .map(|r| r.trim_start_matches('/'))
-                .unwrap_or(&child.rel);
-            if self.excluded(inside)? {
-                let may_reinclude = self.exclude.as_ref().is_some_and(|m| m.exclusions());
-                if !(child.is_dir() && may_reinclude) {
-                    continue;
-                }
-            }
+        for (child, _) in kept_children(tree, dir, root, self.exclude.as_ref())? {
             let t = join(to, child.name());
             if child.is_dir() {
                 stage.put_dir(&t, self.meta(&child))?;
@@ -378,6 +363,33 @@ pub(super) fn find_matches(
         out.push(Match { name, node, keep });
     }
     Ok(out)
+}
+
+/// The children of `dir` a copy of the directory `root` takes, each with its
+/// path inside `root`: `--exclude`d ones are dropped, except directories
+/// while a `!` pattern may take something inside them back.
+pub(super) fn kept_children(
+    tree: &dyn Tree,
+    dir: &Node,
+    root: &str,
+    exclude: Option<&PatternMatcher>,
+) -> Result<Vec<(Node, String)>, CopyError> {
+    let mut kept = Vec::new();
+    for child in tree.children(&dir.rel)? {
+        let inside = child
+            .rel
+            .strip_prefix(root)
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(&child.rel)
+            .to_string();
+        if excluded(exclude, &inside)?
+            && !(child.is_dir() && exclude.is_some_and(|m| m.exclusions()))
+        {
+            continue;
+        }
+        kept.push((child, inside));
+    }
+    Ok(kept)
 }
 
 pub(super) fn excluded(exclude: Option<&PatternMatcher>, rel: &str) -> Result<bool, CopyError> {

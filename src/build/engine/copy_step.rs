@@ -22,6 +22,19 @@ struct Tree {
     chain_id: Digest,
 }
 
+/// The chain id of a state's layers (of nothing, for scratch).
+fn chain_id(state: &ImageState) -> Digest {
+    let diff_ids: Vec<Digest> = state
+        .layer_sources()
+        .into_iter()
+        .map(|l| l.diff_id)
+        .collect();
+    chain_ids(&diff_ids)
+        .last()
+        .cloned()
+        .unwrap_or_else(|| crate::image::digest_of(b""))
+}
+
 impl Engine<'_> {
     fn tree(&self, state: &ImageState, sref: &StepRef) -> Result<Tree, EngineError> {
         let sources = state.layer_sources();
@@ -36,14 +49,10 @@ impl Engine<'_> {
                     .map_err(sref.wrap(format!("read {}", u.metadata.display())))?,
             );
         }
-        let diff_ids: Vec<Digest> = sources.iter().map(|l| l.diff_id.clone()).collect();
         Ok(Tree {
             lowers: unpacked.iter().rev().map(|u| u.rootfs.clone()).collect(),
             recorded,
-            chain_id: chain_ids(&diff_ids)
-                .last()
-                .cloned()
-                .unwrap_or_else(|| crate::image::digest_of(b"")),
+            chain_id: chain_id(state),
         })
     }
 
