@@ -55,20 +55,39 @@ pub fn is_bookkeeping_xattr(name: &[u8]) -> bool {
 /// Every xattr of `path` (not following a symlink), sorted by name.
 /// Filesystems without xattr support give none.
 pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; 256];
-    let len = loop {
-        match rustix::fs::llistxattr(path, &mut names) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < (1 << 20) => {
-                names.resize(names.len() * 4, 0)
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        }
+    all_xattrs(
+        |buf| rustix::fs::llistxattr(path, buf),
+        |name, buf| rustix::fs::lgetxattr(path, name, buf),
+    )
+}
+
+/// Every xattr of the open file `fd`, sorted by name (as [`xattrs`]).
+pub fn fxattrs(fd: &std::os::fd::OwnedFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    all_xattrs(
+        |buf| rustix::fs::flistxattr(fd, buf),
+        |name, buf| rustix::fs::fgetxattr(fd, name, buf),
+    )
+}
+
+/// One xattr of `path` (not following a symlink); `None` when absent.
+pub fn xattr(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    let name = std::ffi::OsStr::from_bytes(name);
+    grow(|buf| rustix::fs::lgetxattr(path, name, buf))
+}
+
+type XattrResult = Result<usize, rustix::io::Errno>;
+
+/// Lists names with `list`, reads each with `get`; sorted by name.
+fn all_xattrs(
+    list: impl Fn(&mut [u8]) -> XattrResult,
+    get: impl Fn(&std::ffi::OsStr, &mut [u8]) -> XattrResult,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let Some(names) = grow(list)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if let Some(value) = xattr(path, name)? {
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if let Some(value) = grow(|buf| get(std::ffi::OsStr::from_bytes(name), buf))? {
             out.push((name.to_vec(), value));
         }
     }
@@ -76,48 +95,12 @@ pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-/// Every xattr of the open file `fd`, sorted by name (as [`xattrs`]).
-pub fn fxattrs(fd: &std::os::fd::OwnedFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; 256];
-    let len = loop {
-        match rustix::fs::flistxattr(fd, &mut names) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < (1 << 20) => {
-                names.resize(names.len() * 4, 0)
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let mut out = Vec::new();
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let cname = std::ffi::OsStr::from_bytes(name);
-        let mut buf = vec![0u8; 256];
-        loop {
-            match rustix::fs::fgetxattr(fd, cname, &mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    out.push((name.to_vec(), buf));
-                    break;
-                }
-                Err(rustix::io::Errno::RANGE) if buf.len() < (1 << 20) => {
-                    buf.resize(buf.len() * 4, 0)
-                }
-                Err(rustix::io::Errno::NODATA) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// One xattr of `path` (not following a symlink); `None` when absent.
-pub fn xattr(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    let name = std::ffi::OsStr::from_bytes(name);
+/// Calls `f` with a buffer that grows (up to 1 MiB) while the kernel says
+/// ERANGE; `None` when there is no such xattr or no xattr support.
+fn grow(f: impl Fn(&mut [u8]) -> XattrResult) -> io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 256];
     loop {
-        match rustix::fs::lgetxattr(path, name, &mut buf) {
+        match f(&mut buf) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(Some(buf));

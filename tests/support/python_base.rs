@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-
 use super::tools;
 
 /// The same plain-http mirror as [`super::debian`].
