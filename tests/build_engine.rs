@@ -11,6 +11,9 @@ use crate::run_step::{Kiln, Tier};
 use crate::support::tools;
 use crate::support::user::running_as_root;
 
+#[path = "build_owners.rs"]
+mod owners;
+
 fn rootless() -> Kiln {
     let tier = if Tier::available().contains(&Tier::Subuid) {
         Tier::Subuid

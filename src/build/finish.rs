@@ -94,12 +94,22 @@ enum Request {
     Remove { path: PathBuf },
 }
 
+/// What kiln itself made in the step's tree, which stays out of the layer.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct KilnMade {
+    /// Mount points the sandbox created (`RunOutcome::created`, filtered).
+    pub exclude: Vec<String>,
+    /// The owner fixes asked for (see `lower_owners`)…
+    pub fixes: Vec<exec::OwnerFix>,
+    /// …and those the sandbox applied (`RunOutcome::fixed`).
+    pub applied: Vec<exec::AppliedFix>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct CommitTask {
     store: PathBuf,
     snapshot: Snapshot,
-    /// Mount points the sandbox created (`RunOutcome::created`).
-    exclude: Vec<String>,
+    made: KilnMade,
     /// The lowers' ownership sidecars, top-most first.
     sidecars: Vec<PathBuf>,
     source_date_epoch: Option<i64>,
@@ -128,7 +138,7 @@ pub fn helper_main() -> i32 {
             match commit_layer(
                 &store,
                 &task.snapshot,
-                &task.exclude,
+                &task.made,
                 &task.sidecars,
                 task.source_date_epoch,
                 IdMapping::identity(),
@@ -166,7 +176,7 @@ pub(super) fn layer(
     store: &Store,
     work: &mut WorkDir,
     mut snap: Snapshot,
-    exclude: &[String],
+    made: KilnMade,
     sidecars: &[PathBuf],
     source_date_epoch: Option<i64>,
     map: &IdMap,
@@ -176,7 +186,7 @@ pub(super) fn layer(
     let refused = match commit_layer(
         store,
         &snap,
-        exclude,
+        &made,
         sidecars,
         source_date_epoch,
         ids.clone(),
@@ -202,7 +212,7 @@ pub(super) fn layer(
     let task = CommitTask {
         store: store_root,
         snapshot: snap,
-        exclude: exclude.to_vec(),
+        made,
         sidecars: sidecars.to_vec(),
         source_date_epoch,
     };
@@ -239,7 +249,7 @@ pub(super) fn layer(
 fn commit_layer(
     store: &Store,
     snap: &Snapshot,
-    exclude: &[String],
+    made: &KilnMade,
     sidecars: &[PathBuf],
     source_date_epoch: Option<i64>,
     ids: IdMapping,
@@ -247,8 +257,11 @@ fn commit_layer(
     let t = Instant::now();
     let changes = {
         let _s = tracing::debug_span!("changes").entered();
-        snap.changes(exclude)
-            .map_err(|e| Failure::new("list the changes", &e))?
+        let mut list = snap
+            .changes(&made.exclude)
+            .map_err(|e| Failure::new("list the changes", &e))?;
+        super::lower_owners::drop_untouched(&mut list, &made.fixes, &made.applied, &ids);
+        list
     };
     let changes_took = t.elapsed();
     let t = Instant::now();

@@ -4,6 +4,7 @@
 pub mod copy;
 pub mod engine;
 pub mod finish;
+mod lower_owners;
 pub mod step;
 
 pub use step::{run_step, BuildError, StepInput, StepOutput, StepTimings};

@@ -278,12 +278,23 @@ pub fn run_layer(
             what: "prepare the snapshot",
             source,
         })?;
+    // The walk's cached tree is reverted by the caller, who could not
+    // undo a chown to another id: its steps see recorded owners as root's.
+    let fixes = if kind == SnapshotterKind::Walk {
+        Vec::new()
+    } else {
+        super::lower_owners::fixes(&lowers, &sidecars).map_err(|source| BuildError::Layer {
+            argv: argv.clone(),
+            source,
+        })?
+    };
     drop(prepare_span);
     timings.prepare = t.elapsed();
 
     // Run.
     let t = Instant::now();
-    let spec = process_spec(input, config, snap.rootfs());
+    let mut spec = process_spec(input, config, snap.rootfs());
+    spec.owner_fixes = fixes;
     let outcome = {
         let _s = tracing::debug_span!("run").entered();
         Sandbox::new(input.isolation)
@@ -294,9 +305,15 @@ pub fn run_layer(
             })
             .output(input.output)
             .run(&spec)
-            .map_err(|source| BuildError::Exec {
-                argv: argv.clone(),
-                source,
+            .map_err(|source| {
+                // A setup that failed after the owner fixes may have left
+                // copies owned by other ids: removing them needs the map.
+                let uid = crate::sys::proc::effective_ids().0;
+                work.ran_with(&exec::plan_idmap(input.idmap, uid));
+                BuildError::Exec {
+                    argv: argv.clone(),
+                    source,
+                }
             })?
     };
     timings.run = t.elapsed();
@@ -329,7 +346,11 @@ pub fn run_layer(
         store,
         &mut work,
         snap,
-        &excluded_mount_points(&outcome.created, &input.mounts),
+        finish::KilnMade {
+            exclude: excluded_mount_points(&outcome.created, &input.mounts),
+            fixes: spec.owner_fixes,
+            applied: outcome.fixed,
+        },
         &sidecars,
         input.source_date_epoch,
         &outcome.idmap,

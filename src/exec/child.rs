@@ -196,6 +196,7 @@ fn init(
     let ready = ToParent::Ready {
         created: mounted.created,
         notes: mounted.notes,
+        fixed: mounted.fixed,
     };
     protocol::send(output, &ready)
         .map_err(|e| SetupFailure::new(Stage::Init, "report ready", &e))?;

@@ -33,6 +33,7 @@ mod child;
 mod error;
 mod idmap;
 mod isolation;
+mod owner_fixes;
 mod parent;
 mod protocol;
 mod rootfs;
@@ -43,10 +44,12 @@ mod userns;
 
 pub use child::sandbox_main;
 pub use error::{Attempt, ExecError, SetupFailure, Stage};
-pub use idmap::{IdMap, IdRange};
+pub use idmap::{plan as plan_idmap, IdMap, IdRange};
 pub use isolation::Isolation;
 pub use parent::{Executor, ExitStatus, Output, RunOutcome, Sandbox, Stdin};
 pub use protocol::SANDBOX_ARG;
-pub use spec::{IdMapChoice, Mount, MountKind, Network, ProcessSpec, RootFs, DEFAULT_PATH};
+pub use spec::{
+    AppliedFix, IdMapChoice, Mount, MountKind, Network, OwnerFix, ProcessSpec, RootFs, DEFAULT_PATH,
+};
 pub use user::{resolve as resolve_user, Credentials};
 pub use userns::{helper_main as userns_helper_main, UsernsError, UsernsHelper, USERNS_ARG};

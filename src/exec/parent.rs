@@ -17,7 +17,7 @@ use super::isolation::Isolation;
 use super::protocol::{
     self, StepFiles, Tier, ToChild, ToParent, FROM_PARENT_FD, SANDBOX_ARG, TO_PARENT_FD,
 };
-use super::spec::{MountKind, Network, ProcessSpec, RootFs};
+use super::spec::{AppliedFix, MountKind, Network, ProcessSpec, RootFs};
 
 /// How the command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +51,9 @@ pub struct RunOutcome {
     /// before children. They are empty files or directories that the step
     /// did not make: a layer writer should leave them out.
     pub created: Vec<String>,
+    /// The spec's `owner_fixes` the sandbox applied, with the change time
+    /// each path had right after.
+    pub fixed: Vec<AppliedFix>,
     /// The id map the sandbox ran with.
     pub idmap: IdMap,
     /// The tier it ran in (`Rootless` or `Chroot`, never `Auto`).
@@ -242,6 +245,7 @@ impl Sandbox {
         Ok(RunOutcome {
             status,
             created: report.created,
+            fixed: report.fixed,
             idmap: map,
             isolation: match tier {
                 Tier::Rootless => Isolation::Rootless,
@@ -255,6 +259,7 @@ impl Sandbox {
 /// What the sandbox reported.
 struct Report {
     created: Vec<String>,
+    fixed: Vec<AppliedFix>,
     bare: bool,
     exited: Option<(i32, Option<i32>)>,
 }
@@ -311,12 +316,16 @@ fn follow(
                 protocol::send(out, &mapped).map_err(ExecError::Pipe)?;
                 tracing::debug!("namespaces created, id maps written");
             }
-            ToParent::Ready { created, notes } => {
+            ToParent::Ready {
+                created,
+                notes,
+                fixed,
+            } => {
                 for note in notes {
                     tracing::warn!("sandbox: {note}");
                 }
-                tracing::debug!(?created, "sandbox ready");
-                ready = Some(created);
+                tracing::debug!(?created, fixed = fixed.len(), "sandbox ready");
+                ready = Some((created, fixed));
             }
             ToParent::Failed(f) => failure = failure.or(Some(f)),
             ToParent::Exited { code, signal } => exited = Some((code, signal)),
@@ -325,13 +334,14 @@ fn follow(
     if let Some(f) = failure {
         return Err(ExecError::Setup(f));
     }
-    let Some(created) = ready else {
+    let Some((created, fixed)) = ready else {
         return Err(ExecError::Protocol(
             "the sandbox process ended before it was ready".into(),
         ));
     };
     Ok(Report {
         created,
+        fixed,
         exited,
         bare: report_bare,
     })

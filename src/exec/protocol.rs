@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::SetupFailure;
-use super::spec::ProcessSpec;
+use super::spec::{AppliedFix, ProcessSpec};
 
 /// The hidden first argument that makes kiln a sandbox process.
 pub const SANDBOX_ARG: &str = "__sandbox";
@@ -66,6 +66,9 @@ pub enum ToParent {
     Ready {
         created: Vec<String>,
         notes: Vec<String>,
+        /// The spec's `owner_fixes` that were applied.
+        #[serde(default)]
+        fixed: Vec<AppliedFix>,
     },
     /// A setup stage failed.
     Failed(SetupFailure),

@@ -10,7 +10,7 @@ use crate::sys::mount::{self, BIND, NODEV, NOEXEC, NOSUID, PRIVATE, RDONLY, REC,
 
 use super::error::{SetupFailure, Stage};
 use super::protocol::{StepFiles, Tier};
-use super::spec::{MountKind, ProcessSpec, RootFs};
+use super::spec::{AppliedFix, MountKind, ProcessSpec, RootFs};
 
 /// Host device nodes bind-mounted into the sandbox's /dev.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -28,6 +28,8 @@ pub struct Mounted {
     pub created: Vec<String>,
     /// Fallbacks taken, for the parent to log.
     pub notes: Vec<String>,
+    /// The spec's owner fixes that were applied.
+    pub fixed: Vec<AppliedFix>,
 }
 
 /// Mounts everything and switches the root.
@@ -37,6 +39,13 @@ pub fn setup(spec: &ProcessSpec, tier: Tier, files: &StepFiles, full_map: bool) 
     let root = mount_root(&spec.rootfs, tier)?;
     let mut created = Vec::new();
     let mut notes = Vec::new();
+    // A single-id map has no other id to give (its seccomp filter makes
+    // the step's own chowns no-ops instead).
+    let fixed = if full_map || tier == Tier::Chroot {
+        super::owner_fixes::apply(&root, &spec.owner_fixes, &mut notes)
+    } else {
+        Vec::new()
+    };
 
     let proc_dir = ensure(&root, "/proc", Kind::Dir, &mut created)?;
     let fresh = mount::mount(
@@ -153,7 +162,11 @@ pub fn setup(spec: &ProcessSpec, tier: Tier, files: &StepFiles, full_map: bool) 
     }
 
     switch_root(&root)?;
-    Ok(Mounted { created, notes })
+    Ok(Mounted {
+        created,
+        notes,
+        fixed,
+    })
 }
 
 /// Gives a mounted target the owner and mode its mount asks for (as the

@@ -37,6 +37,39 @@ pub struct ProcessSpec {
     /// `None` = on exactly when a rootless sandbox got a single-id map.
     #[serde(default)]
     pub emulate_chown: Option<bool>,
+    /// Owners and modes to give paths of the root filesystem before the
+    /// command runs (see [`OwnerFix`]); each applied one is reported in
+    /// `RunOutcome::fixed`.
+    #[serde(default)]
+    pub owner_fixes: Vec<OwnerFix>,
+}
+
+/// A path of a lower layer whose owner (and mode) an unprivileged unpack
+/// could only record beside the tree: on disk it belongs to the caller, so
+/// the step would see it as root's. The sandbox's root, which owns every
+/// mapped id, gives it the recorded ones (an overlay copies it up), so a
+/// `chown user /work` of an earlier step still holds for `USER user`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerFix {
+    /// Relative container path, `/`-separated.
+    pub path: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits to set after the chown (which clears setuid/setgid);
+    /// `None` for a symlink.
+    pub mode: Option<u32>,
+}
+
+/// An [`OwnerFix`] the sandbox applied, with the path's change time, size
+/// and modification time right after: unchanged afterwards means the
+/// command never touched the path, so the copy-up is kiln's alone and
+/// stays out of the layer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedFix {
+    pub path: String,
+    pub ctime: (i64, i64),
+    pub mtime: (i64, i64),
+    pub size: u64,
 }
 
 impl ProcessSpec {
@@ -54,6 +87,7 @@ impl ProcessSpec {
             hostname: "kiln".to_owned(),
             idmap: IdMapChoice::Auto,
             emulate_chown: None,
+            owner_fixes: Vec::new(),
         }
     }
 }

@@ -5,8 +5,9 @@
 pub struct Credentials {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups: the primary gid first, then every group of
-    /// /etc/group listing the user's name.
+    /// Supplementary groups, as BuildKit gives a RUN step: for a user
+    /// named by name, every group of /etc/group listing that name; for a
+    /// numeric user (and the default, root), none.
     pub groups: Vec<u32>,
     /// The passwd entry's home, if the user has one.
     pub home: Option<String>,
@@ -84,8 +85,9 @@ pub fn resolve(user: &str, passwd: &str, group: &str) -> Result<Credentials, Str
         },
         _ => entry.as_ref().map_or(0, |e| e.gid),
     };
-    let mut groups = vec![gid];
-    if let Some(e) = &entry {
+    let mut groups = Vec::new();
+    let by_name = user_part.parse::<u32>().is_err();
+    if let Some(e) = entry.as_ref().filter(|_| by_name) {
         for (_, g, members) in group_entries(group) {
             if members.contains(&e.name) && !groups.contains(&g) {
                 groups.push(g);
@@ -117,23 +119,25 @@ mod tests {
     fn empty_and_root_are_root() {
         for u in ["", "root", "0", "0:0"] {
             let c = creds(u).unwrap();
-            assert_eq!((c.uid, c.gid, c.groups.clone()), (0, 0, vec![0]), "{u}");
+            assert_eq!((c.uid, c.gid, c.groups.clone()), (0, 0, vec![]), "{u}");
             assert_eq!(c.home.as_deref(), Some("/root"));
         }
     }
 
     #[test]
-    fn name_gets_primary_and_supplementary_groups() {
+    fn name_gets_the_groups_listing_it() {
         let c = creds("user").unwrap();
         assert_eq!((c.uid, c.gid), (1000, 1000));
-        assert_eq!(c.groups, vec![1000, 10, 50]);
+        assert_eq!(c.groups, vec![10, 50]);
+        // BuildKit's fast path: a numeric user gets no supplementary groups.
+        assert_eq!(creds("1000").unwrap().groups, Vec::<u32>::new());
         assert_eq!(c.home.as_deref(), Some("/home/user"));
     }
 
     #[test]
     fn explicit_group_by_name_or_number() {
         assert_eq!(creds("user:audio").unwrap().gid, 29);
-        assert_eq!(creds("user:audio").unwrap().groups, vec![29, 10, 50]);
+        assert_eq!(creds("user:audio").unwrap().groups, vec![10, 50]);
         assert_eq!(creds("1000:7").unwrap().gid, 7);
     }
 
@@ -142,7 +146,7 @@ mod tests {
         let c = creds("4242").unwrap();
         assert_eq!(
             (c.uid, c.gid, c.groups.clone(), c.home),
-            (4242, 0, vec![0], None)
+            (4242, 0, vec![], None)
         );
         let c = resolve("4242:4243", "", "").unwrap();
         assert_eq!((c.uid, c.gid), (4242, 4243));

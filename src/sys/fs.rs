@@ -235,8 +235,8 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     Ok(rfs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))?)
 }
 
-/// chmod of a leaf that is not a symlink, directory or regular file (a fifo
-/// or device, which cannot be opened for `fchmod` without side effects):
+/// chmod of a leaf that is not a symlink (made for a fifo or device, which
+/// cannot be opened for `fchmod` without side effects; works for any kind):
 /// opened `O_PATH | O_NOFOLLOW`, checked not to be a symlink, then changed
 /// through its `/proc/self/fd` entry, which names exactly that inode.
 pub fn chmod_special_at(parent: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
