@@ -123,16 +123,36 @@ fn buildkit_snapshot(env: &Env, case: &Case, side: &str) -> Result<Snapshot, Str
         None => staged.dockerfile(),
     };
     let tag = format!("kiln-diff/{}:{side}", case.name);
+    let mut build_args = env.build_args(case);
+    let parent = match &case.spec.parent {
+        Some(dir) => {
+            let parent_tag = parent_tag(case, side);
+            buildkit::Build {
+                context: staged.dir.join(dir),
+                tag: parent_tag.clone(),
+                build_args: build_args.clone(),
+                ..buildkit::Build::default()
+            }
+            .run()?;
+            build_args.push(("PARENT".to_owned(), parent_tag.clone()));
+            Some(parent_tag)
+        }
+        None => None,
+    };
     let build = buildkit::Build {
         context: staged.context.clone(),
         dockerfile: Some(dockerfile),
         tag: tag.clone(),
-        build_args: env.build_args(case),
+        build_args,
         secrets: secrets(case, &staged),
         secret_env: secret_env(case),
         target: case.spec.target.clone(),
     };
-    build.run()?;
+    let built = build.run();
+    if let Some(parent) = &parent {
+        buildkit::remove_image(parent);
+    }
+    built?;
     let out = staged.dir.with_file_name("out");
     let layout = out.join("layout");
     let config = buildkit::save_oci(&tag, &out, &layout, side);
@@ -140,6 +160,11 @@ fn buildkit_snapshot(env: &Env, case: &Case, side: &str) -> Result<Snapshot, Str
     let mut snap = Snapshot::of_layout(&layout, side, &out.join("unpacked"));
     snap.config = image_tree::normalize_config(&config);
     Ok(snap)
+}
+
+/// The tag a case's parent image gets from the builder `side`.
+fn parent_tag(case: &Case, side: &str) -> String {
+    format!("kiln-diff/{}-parent:{side}", case.name)
 }
 
 fn secrets(case: &Case, staged: &Staged) -> Vec<(String, PathBuf)> {
@@ -182,11 +207,35 @@ fn kiln_snapshot(env: &Env, case: &Case) -> Result<KilnSide, String> {
     let out = staged.dir.with_file_name("out");
     let store = out.join("store");
     let name = format!("kiln-diff/{}:kiln", case.name);
+    let mut build_args = env.build_args(case);
+    if let Some(dir) = &case.spec.parent {
+        // Into the same store, where the case's FROM finds it.
+        let parent_tag = parent_tag(case, "kiln");
+        let mut cmd = user.command(env!("CARGO_BIN_EXE_kiln"));
+        cmd.env("KILN_ROOT", &store)
+            .args(["build", "-q", "-t", &parent_tag]);
+        for (key, value) in &build_args {
+            cmd.arg("--build-arg").arg(format!("{key}={value}"));
+        }
+        cmd.arg(staged.dir.join(dir));
+        let output = cmd
+            .output()
+            .unwrap_or_else(|err| panic!("run `{}`: {err}", tools::describe(&cmd)));
+        if !output.status.success() {
+            return Err(format!(
+                "`{}` (the parent image) failed with {}\n{}",
+                tools::describe(&cmd),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        build_args.push(("PARENT".to_owned(), parent_tag));
+    }
     let mut cmd = user.command(env!("CARGO_BIN_EXE_kiln"));
     cmd.env("KILN_ROOT", &store)
         .args(["build", "-t", &name, "-f"])
         .arg(staged.dockerfile());
-    for (key, value) in env.build_args(case) {
+    for (key, value) in build_args {
         cmd.arg("--build-arg").arg(format!("{key}={value}"));
     }
     for (id, src) in secrets(case, &staged) {

@@ -298,3 +298,144 @@ fn build_cache_hits_run_nothing_and_content_keys_hit_again_after_a_miss() {
     assert_eq!(runs(), 3);
     tools::run(&mut kiln.command(&["system", "check"]));
 }
+
+/// Pushes the busybox fixture with `triggers` as its config's `OnBuild` to
+/// `registry` as `repo:1` and returns the reference. The config is written
+/// here, not by a build, so that a trigger no Dockerfile would accept (as
+/// other tools may record) can be served too.
+fn push_busybox_with_triggers(
+    kiln: &Kiln,
+    registry: &crate::support::registry::Registry,
+    repo: &str,
+    triggers: &[&str],
+) -> String {
+    use sha2::{Digest as _, Sha256};
+    let layout = kiln.subdir(&format!("layout-{repo}"));
+    let img = crate::support::busybox::busybox_layout(&layout, "base");
+    let put = |value: &serde_json::Value| -> (String, usize) {
+        let bytes = serde_json::to_vec(value).unwrap();
+        let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+        fs::write(img.blob(&digest), &bytes).unwrap();
+        (digest, bytes.len())
+    };
+    let read = |digest: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(img.blob(digest)).unwrap()).unwrap()
+    };
+    let mut config = read(&img.config);
+    config["config"]["OnBuild"] = serde_json::json!(triggers);
+    let (config_digest, config_size) = put(&config);
+    let mut manifest = read(&img.manifest);
+    manifest["config"]["digest"] = config_digest.into();
+    manifest["config"]["size"] = config_size.into();
+    let (manifest_digest, manifest_size) = put(&manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "annotations": { "org.opencontainers.image.ref.name": "base" },
+        }],
+    });
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let reference = format!("{}/{repo}:1", registry.addr());
+    tools::run(
+        Command::new(tools::require("skopeo"))
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:base", layout.display()))
+            .arg(format!("docker://{reference}")),
+    );
+    reference
+}
+
+#[test]
+fn build_runs_the_onbuild_triggers_of_a_pulled_base_and_names_a_bad_one() {
+    let kiln = rootless();
+    let registry = crate::support::registry::Registry::start();
+    let base = push_busybox_with_triggers(
+        &kiln,
+        &registry,
+        "onbuild/base",
+        &["RUN echo hi > /onbuild", "ENV FROM_TRIGGER=1"],
+    );
+    let df = format!("FROM {base}\nRUN cat /onbuild > /seen && echo $FROM_TRIGGER >> /seen\n");
+    let ctx = context(&kiln, "ctx", &[("Dockerfile", &df)]);
+    let (_, err) = build_stderr(&kiln, &["-t", "child:1"], &ctx);
+    let steps: Vec<String> = step_results(&err).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        steps,
+        [
+            format!("FROM {base}"),
+            "RUN echo hi > /onbuild".to_string(),
+            "ENV FROM_TRIGGER=1".to_string(),
+            "RUN cat /onbuild > /seen && echo $FROM_TRIGGER >> /seen".to_string(),
+        ],
+        "{err}"
+    );
+    let (_keep, rootfs) = unpack(&kiln, "child:1");
+    assert_eq!(fs::read_to_string(rootfs.join("onbuild")).unwrap(), "hi\n");
+    assert_eq!(fs::read_to_string(rootfs.join("seen")).unwrap(), "hi\n1\n");
+    let c = config(&kiln, "child:1");
+    assert!(c["Config"]["OnBuild"].is_null(), "{c}");
+    let history = tools::run_stdout(&mut kiln.command(&["history", "--no-trunc", "child:1"]));
+    let trigger = history
+        .find("RUN /bin/sh -c echo hi > /onbuild # buildkit")
+        .unwrap_or_else(|| panic!("no trigger step in the history:\n{history}"));
+    let own = history.find("RUN /bin/sh -c cat /onbuild").unwrap();
+    assert!(own < trigger, "history is newest first:\n{history}");
+    // The trigger steps are cached like any other.
+    let (_, err) = build_stderr(&kiln, &["-t", "child:2"], &ctx);
+    let cached: Vec<bool> = step_results(&err).into_iter().map(|(_, c)| c).collect();
+    assert_eq!(cached, [false, true, true, true], "{err}");
+
+    // A trigger that does not parse: the error names the Dockerfile's FROM,
+    // the trigger and why.
+    let bad = push_busybox_with_triggers(&kiln, &registry, "onbuild/bad", &["COPY onlyone"]);
+    let ctx = context(
+        &kiln,
+        "bad",
+        &[("Dockerfile", &format!("FROM {bad}\nRUN true\n"))],
+    );
+    let out = kiln.command(&["build"]).arg(&ctx).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:1:1"), "{err}");
+    assert!(err.contains(&format!("FROM {bad}")), "{err}");
+    assert!(err.contains("ONBUILD trigger \"COPY onlyone\""), "{err}");
+    assert!(
+        err.contains("COPY requires at least two arguments"),
+        "{err}"
+    );
+    // Triggers docker refuses to record are refused when run.
+    let from = push_busybox_with_triggers(&kiln, &registry, "onbuild/from", &["FROM busybox"]);
+    let ctx = context(&kiln, "from", &[("Dockerfile", &format!("FROM {from}\n"))]);
+    let out = kiln.command(&["build"]).arg(&ctx).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("FROM isn't allowed as an ONBUILD trigger"),
+        "{err}"
+    );
+    // A trigger that fails when run says it is one, and whose.
+    let fails = push_busybox_with_triggers(&kiln, &registry, "onbuild/fails", &["RUN exit 7"]);
+    let ctx = context(
+        &kiln,
+        "fails",
+        &[("Dockerfile", &format!("FROM {fails}\n"))],
+    );
+    let out = kiln.command(&["build"]).arg(&ctx).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "ONBUILD RUN exit 7 (trigger of base image {fails})"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("code 7"), "{err}");
+    tools::run(&mut kiln.command(&["system", "check"]));
+}

@@ -39,6 +39,12 @@ pub struct Spec {
     pub secret_env: BTreeMap<String, String>,
     #[serde(default)]
     pub target: Option<String>,
+    /// A subdirectory (its own Dockerfile and context) that each builder
+    /// builds first; the case's Dockerfile gets its tag as `ARG PARENT`.
+    /// For what only an image, not a stage, can carry (ONBUILD triggers
+    /// of a FROM image).
+    #[serde(default)]
+    pub parent: Option<String>,
     /// A Dockerfile for BuildKit alone, for cases whose syntax the BuildKit
     /// of Debian's docker.io (20.10, built-in Dockerfile frontend without
     /// labs) does not parse: it spells the same result in older syntax.

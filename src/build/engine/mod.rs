@@ -12,6 +12,7 @@ mod context_hash;
 mod copy_step;
 mod error;
 mod metadata;
+mod onbuild;
 mod progress;
 mod run;
 mod state;
@@ -115,7 +116,9 @@ pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built
         req.client.clone(),
         req.progress == ProgressMode::Quiet,
     );
-    let plan = plan::plan(df, &req.plan, &bases).map_err(|e| EngineError::Other(e.to_string()))?;
+    // The triggers of FROM images become steps of their stages.
+    let (df, plan) = onbuild::plan_with_triggers(df, &req.plan, &bases)?;
+    let df: &Dockerfile = &df;
     for arg in &plan.unused_build_args {
         reporter.note(&format!(
             "warning: build-arg {arg} was not consumed by any ARG"
@@ -242,6 +245,10 @@ fn created_time(epoch: Option<i64>) -> Result<String, EngineError> {
 impl<'a> Engine<'a> {
     /// The Dockerfile text of `step` as written (continuations joined).
     fn source_line(&self, step: &Step) -> Option<String> {
+        // A trigger was not written in this file.
+        if self.trigger_base(step).is_some() {
+            return None;
+        }
         let mut out = String::new();
         for line in self.df.source.lines().skip(step.pos.line.checked_sub(1)?) {
             let t = line.trim();
@@ -260,7 +267,14 @@ impl<'a> Engine<'a> {
     }
 
     fn step_ref(&self, step: &Step) -> StepRef {
-        StepRef::new(&self.df.file, step.pos, &step.text)
+        match self.trigger_base(step) {
+            Some(base) => StepRef::new(
+                &self.df.file,
+                step.pos,
+                &format!("ONBUILD {} (trigger of base image {base})", step.text),
+            ),
+            None => StepRef::new(&self.df.file, step.pos, &step.text),
+        }
     }
 
     /// The starting state of `stage`.
@@ -270,7 +284,13 @@ impl<'a> Engine<'a> {
             Base::Scratch => ImageState::scratch(&stage.platform, docker),
             Base::Image(r) => {
                 let img = self.bases.get(r, &stage.platform)?;
-                ImageState::from_image(&img, docker)
+                let mut s = ImageState::from_image(&img, docker);
+                // Its triggers run in this stage (onbuild put them first):
+                // the child does not inherit them.
+                if let Some(c) = s.config.config.as_mut() {
+                    c.on_build = None;
+                }
+                s
             }
             Base::Stage(i) => {
                 let mut s = self.stages.get(i).cloned().ok_or_else(|| {
