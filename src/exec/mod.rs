@@ -38,6 +38,7 @@ mod protocol;
 mod rootfs;
 mod seccomp;
 mod spec;
+mod stream;
 mod user;
 mod userns;
 
@@ -48,5 +49,6 @@ pub use isolation::Isolation;
 pub use parent::{Executor, ExitStatus, Output, RunOutcome, Sandbox, Stdin};
 pub use protocol::SANDBOX_ARG;
 pub use spec::{IdMapChoice, Mount, MountKind, Network, ProcessSpec, RootFs, DEFAULT_PATH};
+pub use stream::{OutputStream, Piece};
 pub use user::{resolve as resolve_user, Credentials};
 pub use userns::{helper_main as userns_helper_main, UsernsError, UsernsHelper, USERNS_ARG};

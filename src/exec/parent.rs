@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{self, BufReader};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -88,8 +88,12 @@ pub enum Output {
     Inherit,
     /// Both to kiln's stderr (a build keeps its stdout for the image id).
     Stderr,
-    /// Discarded (`build -q`).
+    /// Discarded.
     Null,
+    /// Both to this descriptor, for kiln to read (the write end of an
+    /// [`super::OutputStream`]). The caller keeps it open until `run`
+    /// returns; the sandbox gets its own copies.
+    Fd(RawFd),
 }
 
 /// The namespace sandbox (see the module docs).
@@ -186,11 +190,16 @@ impl Sandbox {
                     .map_err(ExecError::Pipe)?;
                 cmd.stdout(Stdio::from(err));
             }
+            // Placed on 1 and 2 with the protocol pipes below.
+            Output::Fd(_) => {}
         }
-        let fds = [
+        let mut fds = vec![
             (to_child_r.as_raw_fd(), FROM_PARENT_FD),
             (from_child_w.as_raw_fd(), TO_PARENT_FD),
         ];
+        if let Output::Fd(fd) = self.output {
+            fds.extend([(fd, 1), (fd, 2)]);
+        }
         // SIGKILL to the sandbox if this thread dies: with it goes its init
         // and so the whole pid namespace.
         let mut child =

@@ -35,6 +35,18 @@ impl Progress {
         Progress { mode }
     }
 
+    /// Plain lines, terminal or not.
+    pub fn plain() -> Progress {
+        Progress { mode: Mode::Plain }
+    }
+
+    /// Bars on `multi`, a live view that other bars share.
+    pub fn bars(multi: MultiProgress) -> Progress {
+        Progress {
+            mode: Mode::Bars(multi),
+        }
+    }
+
     /// Nothing is shown (for library callers and tests).
     pub fn quiet() -> Progress {
         Progress { mode: Mode::Quiet }
