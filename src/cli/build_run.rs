@@ -235,7 +235,7 @@ fn build_and_output(
         size: built.size,
         names,
         outputs,
-        steps: built.steps + built.cached_steps,
+        steps: built.steps,
         cached_steps: built.cached_steps,
         took: reporter.elapsed(),
     });

@@ -51,7 +51,9 @@ pub struct Summary {
     pub names: Vec<String>,
     /// Where the image (or its files) was written or pushed.
     pub outputs: Vec<String>,
+    /// Steps that ran (FROM lines not counted).
     pub steps: usize,
+    /// Steps taken from the layer cache.
     pub cached_steps: usize,
     pub took: Duration,
 }
@@ -349,7 +351,7 @@ impl Reporter {
     /// The built image: id, manifest digest, size, where it went, how long.
     pub fn summary(&self, s: &Summary) {
         let mut plain = format!(
-            "Built in {} ({} steps, {} cached)\n  image id: {}\n  digest:   {}\n  size:     {}",
+            "Built in {}: {} steps run, {} cached\n  image id: {}\n  digest:   {}\n  size:     {}",
             seconds(s.took),
             s.steps,
             s.cached_steps,
@@ -371,7 +373,7 @@ impl Reporter {
             &mut st,
             &plain,
             serde_json::json!({"event": "image", "id": s.id, "digest": s.digest,
-                "size": s.size, "names": s.names, "outputs": s.outputs, "steps": s.steps,
+                "size": s.size, "names": s.names, "outputs": s.outputs, "steps_run": s.steps,
                 "cached_steps": s.cached_steps, "seconds": s.took.as_secs_f64()}),
         );
     }
