@@ -334,3 +334,78 @@ fn build_tty_progress_draws_a_live_view_on_a_terminal() {
     assert!(err.contains("\n    live-line\n"), "{err}");
     assert!(!err.contains('\x1b'), "{err}");
 }
+
+/// Processes whose command line is exactly `argv`.
+fn processes(argv: &[&str]) -> Vec<String> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = fs::read(e.path().join("cmdline")) {
+            if cmdline == want {
+                found.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn build_interrupted_like_ctrl_c_leaves_no_process_of_the_step() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let kiln = rootless();
+    // A duration no other test uses, to find this step's process.
+    let secs = format!("{}", 900_000 + std::process::id() % 100_000);
+    let df = format!("FROM base\nRUN echo started && sleep {secs}\n");
+    let ctx = context(&kiln, "ctx", &df);
+    let mut cmd = build_command(&kiln, &["--progress=plain"], &ctx);
+    // Its own process group, as a shell gives a foreground job.
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l == "    started" => break,
+            Ok(_) => {}
+            Err(e) => panic!("the step did not start: {e}"),
+        }
+    }
+    assert_eq!(processes(&["sleep", &secs]).len(), 1);
+    // Ctrl-C: SIGINT to the whole foreground group.
+    let group = format!("-{}", child.id());
+    tools::run(Command::new("kill").args(["-INT", "--", &group]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "kiln did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes(&["sleep", &secs]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the step's command outlived kiln"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tools::run(&mut kiln.command(&["system", "check"]));
+}
