@@ -409,3 +409,40 @@ fn build_interrupted_like_ctrl_c_leaves_no_process_of_the_step() {
     }
     tools::run(&mut kiln.command(&["system", "check"]));
 }
+
+#[test]
+fn build_push_shows_blob_transfers_in_the_live_view_and_as_plain_lines() {
+    let reg = crate::support::registry::Registry::start();
+    let kiln = rootless();
+    let ctx = context(&kiln, "ctx", "FROM base\nRUN echo pushed > /f\n");
+    let name = format!("{}/progress/tty:1", reg.addr());
+    let out = on_pty(&build_command(&kiln, &["--push", "-t", &name], &ctx));
+    let screen = text(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    // Bars for the blobs, drawn with the live view and ended with their
+    // outcome; the push is among the summary's outputs.
+    assert!(screen.contains("Copying blob sha256:"), "{screen}");
+    assert!(screen.contains(" done"), "{screen}");
+    assert!(
+        screen.contains(&format!("  output:   pushed {name}@sha256:")),
+        "{screen}"
+    );
+    // Plain: one line per blob.
+    let name2 = format!("{}/progress/plain:1", reg.addr());
+    let (_, err) = build(&kiln, &["--progress=plain", "--push", "-t", &name2], &ctx);
+    let copied: Vec<&str> = err.lines().filter(|l| l.starts_with("Copying ")).collect();
+    assert!(copied.len() >= 2, "{err}");
+    assert!(!err.contains('\x1b'), "{err}");
+    // json: an event per blob, every line still JSON.
+    let name3 = format!("{}/progress/json:1", reg.addr());
+    let (_, err) = build(&kiln, &["--progress=json", "--push", "-t", &name3], &ctx);
+    let blobs: Vec<serde_json::Value> = json_events(&err)
+        .into_iter()
+        .filter(|e| e["event"] == "blob")
+        .collect();
+    assert!(blobs.len() >= 2, "{err}");
+    for b in &blobs {
+        assert!(b["digest"].as_str().unwrap().starts_with("sha256:"), "{b}");
+        assert!(b["size"].as_u64().unwrap() > 0, "{b}");
+    }
+}

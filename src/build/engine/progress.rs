@@ -134,14 +134,35 @@ impl Reporter {
     }
 
     /// How pulls and pushes of this build show their blobs: bars in the
-    /// live view, `Copying blob …` lines in plain mode, nothing in json and
-    /// quiet modes (they would break the one-event-per-line stream).
+    /// live view, `Copying blob …` lines in plain mode, a `blob` event per
+    /// finished blob in json mode, nothing in quiet mode.
     pub fn transfer_progress(&self) -> registry::Progress {
         match (self.inner.mode, &self.state().tty) {
             (ProgressMode::Tty, Some(t)) => registry::Progress::bars(t.multi.clone()),
             (ProgressMode::Plain, _) => registry::Progress::plain(),
+            (ProgressMode::Json, _) => {
+                let me = self.clone();
+                registry::Progress::events(move |e| me.transfer(e))
+            }
             _ => registry::Progress::quiet(),
         }
+    }
+
+    fn transfer(&self, event: registry::TransferEvent) {
+        let json = match event {
+            registry::TransferEvent::Line(message) => {
+                serde_json::json!({"event": "note", "message": message})
+            }
+            registry::TransferEvent::Blob {
+                kind,
+                digest,
+                size,
+                outcome,
+            } => serde_json::json!({"event": "blob", "kind": kind,
+                "digest": digest.to_string(), "size": size, "outcome": outcome}),
+        };
+        let mut st = self.state();
+        self.emit(&mut st, "", json);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
