@@ -386,7 +386,12 @@ fn build_interrupted_like_ctrl_c_leaves_no_process_of_the_step() {
             Err(e) => panic!("the step did not start: {e}"),
         }
     }
-    assert_eq!(processes(&["sleep", &secs]).len(), 1);
+    // `sleep` starts just after the echo.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes(&["sleep", &secs]).is_empty() {
+        assert!(Instant::now() < deadline, "the step's sleep never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Ctrl-C: SIGINT to the whole foreground group.
     let group = format!("-{}", child.id());
     tools::run(Command::new("kill").args(["-INT", "--", &group]));
