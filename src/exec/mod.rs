@@ -16,6 +16,9 @@
 //!                              ◀──    Exited{code, signal}   (or Failed{stage, errno} at any point)
 //! ```
 //!
+//! The command's stdout and stderr are kiln's own, or (a build) the write
+//! end of a pipe that an [`OutputStream`] drains and cuts into lines.
+//!
 //! When the command ends, the init exits and the kernel kills every other
 //! process of the pid namespace. Each process of the sandbox gets SIGKILL
 //! when its parent dies, so killing (or losing) kiln ends the whole step.

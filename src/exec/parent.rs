@@ -62,8 +62,8 @@ pub struct RunOutcome {
 
 /// Runs one process spec to completion.
 pub trait Executor {
-    /// Runs `spec`, streaming its stdout/stderr to ours, and returns how it
-    /// ended. A command that starts and fails is `Ok` with a non-zero
+    /// Runs `spec`, its stdout/stderr going where the executor's
+    /// [`Output`] says, and returns how it ended. A command that starts and fails is `Ok` with a non-zero
     /// status; a sandbox that cannot be set up is `Err` naming the stage and
     /// errno. When it returns, no process of the step is left. Blocking;
     /// not idempotent (the command runs each time).

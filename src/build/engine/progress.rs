@@ -28,6 +28,9 @@ use crate::registry;
 const TAIL: usize = 20;
 /// Output lines of the running step the tty view shows under it.
 const LIVE_LINES: usize = 5;
+/// Longest output line kept whole (for the tail, the live view, a json
+/// event); a line that goes on is cut there, so memory stays bounded.
+const MAX_LINE: usize = 16 * 1024;
 /// The indentation of a command's output in plain mode.
 const INDENT: &str = "    ";
 
@@ -249,6 +252,19 @@ impl Reporter {
     pub fn output(&self, piece: Piece<'_>) {
         let mut st = self.state();
         st.open.push_str(piece.text);
+        if !piece.ends_line && st.open.len() > MAX_LINE {
+            if self.inner.mode == ProgressMode::Json {
+                let cut = std::mem::take(&mut st.open);
+                let json = serde_json::json!({"event": "output", "line": cut, "partial": true});
+                self.emit(&mut st, "", json);
+            } else {
+                let mut from = st.open.len() - MAX_LINE;
+                while !st.open.is_char_boundary(from) {
+                    from += 1;
+                }
+                st.open.drain(..from);
+            }
+        }
         let line = if piece.ends_line {
             let line = std::mem::take(&mut st.open);
             st.tail.push_back(line.clone());
@@ -274,7 +290,8 @@ impl Reporter {
                 st.mid_line = !piece.ends_line;
             }
             ProgressMode::Json => {
-                // Whole lines only: a partial piece shows up with its line.
+                // Whole lines only (a piece shows up with its line), except
+                // a line longer than MAX_LINE, which goes out in parts.
                 if let Some(line) = line {
                     let json = serde_json::json!({"event": "output", "line": line});
                     self.emit(&mut st, "", json);
@@ -478,5 +495,35 @@ mod tests {
         assert_eq!(seconds(Duration::from_secs(125)), "2m05s");
         assert_eq!(human_size(512), "512 B");
         assert_eq!(human_size(1_468_006), "1.4 MiB (1468006 bytes)");
+    }
+
+    #[test]
+    fn a_line_that_never_ends_and_many_lines_are_kept_bounded() {
+        let r = Reporter::new(ProgressMode::Quiet);
+        r.step((1, 1, "#0"), (2, 2), "RUN yes | tr -d '\\n'");
+        let chunk = "é".repeat(1000);
+        for _ in 0..100 {
+            r.output(Piece {
+                text: &chunk,
+                ends_line: false,
+            });
+        }
+        r.output(Piece {
+            text: "END",
+            ends_line: false,
+        });
+        let st = r.state();
+        assert!(st.open.len() <= MAX_LINE, "{}", st.open.len());
+        assert!(st.open.ends_with("éEND"));
+        drop(st);
+        for n in 0..3 * TAIL {
+            r.output(Piece {
+                text: &format!("line {n}"),
+                ends_line: true,
+            });
+        }
+        let st = r.state();
+        assert_eq!(st.tail.len(), TAIL);
+        assert_eq!(st.tail.back().map(String::as_str), Some("line 59"));
     }
 }
