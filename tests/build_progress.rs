@@ -329,6 +329,18 @@ fn build_tty_progress_draws_a_live_view_on_a_terminal() {
     assert!(id.starts_with("sha256:"), "{screen}");
     assert!(screen.trim_end().ends_with(id), "{screen}");
 
+    // A failed command: its step marked, its last output lines boxed.
+    let bad = context(&kiln, "bad", "FROM base\nRUN echo last-words && exit 4\n");
+    let out = on_pty(&build_command(&kiln, &[], &bad));
+    let screen = text(&out.stdout);
+    assert!(!out.status.success(), "{screen}");
+    assert!(
+        screen.contains("[1/1] STEP 2/2: RUN echo last-words && exit 4  ERROR"),
+        "{screen}"
+    );
+    assert!(screen.contains("    last-words\r\n------"), "{screen}");
+    assert!(screen.contains("code 4"), "{screen}");
+
     // Not a terminal: --progress=tty falls back to plain lines.
     let (_, err) = build(&kiln, &["--progress=tty", "--no-cache"], &ctx);
     assert!(err.contains("\n    live-line\n"), "{err}");

@@ -323,10 +323,11 @@ impl Reporter {
             st.tail.push_back(open);
         }
         let tail: Vec<String> = st.tail.iter().cloned().collect();
+        let step_line = st.step.take().unwrap_or_default();
         if let Some(t) = st.tty.as_mut() {
             t.clear();
+            let _ = t.multi.println(format!("{step_line}  ERROR"));
         }
-        st.step = None;
         match self.inner.mode {
             ProgressMode::Plain => {
                 let line = format!("--> ERROR: {at}: {step}: exit code {code}");
