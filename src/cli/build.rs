@@ -56,10 +56,12 @@ pub struct BuildArgs {
     /// Add an image label (repeatable).
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
-    /// Progress output.
+    /// Progress output on stderr: auto (tty on a terminal, else plain), plain
+    /// (step lines, command output indented, step times, a summary), tty (a
+    /// live view with transfer bars), json (one event per line), quiet.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
-    /// Print only the image id.
+    /// Print only the image id (and the end of a failed command's output).
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Write the image id to this file.

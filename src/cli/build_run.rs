@@ -2,16 +2,19 @@
 //! exports the image as the flags ask.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use kiln::build::engine::{self, BuildRequest, ProgressMode, PullPolicy, SecretSource};
+use kiln::build::engine::{
+    self, BuildRequest, ProgressMode, PullPolicy, Reporter, SecretSource, Summary,
+};
 use kiln::frontend::stages::Dockerfile;
 use kiln::layer::Mode;
 use kiln::plan::PlanOptions;
 use kiln::registry::credentials::{AuthConfig, AuthEnv};
-use kiln::registry::{self, Progress as PushProgress, PushOptions};
+use kiln::registry::{self, PushOptions};
 use kiln::store::{Descriptor, Store};
 use kiln::transport;
 
@@ -56,7 +59,36 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
     Ok((id, source))
 }
 
+/// The display `--progress` and `-q` ask for; `auto` is the live view on
+/// a terminal and plain lines otherwise, as with docker.
+fn progress_mode(args: &BuildArgs) -> ProgressMode {
+    if args.quiet {
+        return ProgressMode::Quiet;
+    }
+    match args.progress {
+        Progress::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
+        Progress::Auto | Progress::Plain => ProgressMode::Plain,
+        Progress::Tty => ProgressMode::Tty,
+        Progress::Json => ProgressMode::Json,
+        Progress::Quiet => ProgressMode::Quiet,
+    }
+}
+
 pub fn execute(root: Option<PathBuf>, args: &BuildArgs, input: Input) -> Result<()> {
+    let reporter = Reporter::new(progress_mode(args));
+    let result = build_and_output(root, args, input, &reporter);
+    if let Err(e) = &result {
+        reporter.error(&format!("{e:#}"));
+    }
+    result
+}
+
+fn build_and_output(
+    root: Option<PathBuf>,
+    args: &BuildArgs,
+    input: Input,
+    reporter: &Reporter,
+) -> Result<()> {
     let root = super::system::store_root(root);
     let store =
         Store::open(&root).with_context(|| format!("open the store at {}", root.display()))?;
@@ -70,15 +102,6 @@ pub fn execute(root: Option<PathBuf>, args: &BuildArgs, input: Input) -> Result<
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         labels.insert(k.to_string(), v.to_string());
     }
-    let progress = if args.quiet {
-        ProgressMode::Quiet
-    } else {
-        match args.progress {
-            Progress::Json => ProgressMode::Json,
-            Progress::Quiet => ProgressMode::Quiet,
-            _ => ProgressMode::Plain,
-        }
-    };
     let pull = match args.pull.as_deref() {
         None | Some("missing") | Some("false") => PullPolicy::Missing,
         Some("always") | Some("true") => PullPolicy::Always,
@@ -114,7 +137,8 @@ pub fn execute(root: Option<PathBuf>, args: &BuildArgs, input: Input) -> Result<
         pull,
         client: args.tls.options(),
         docker_format,
-        progress,
+        progress: reporter.mode(),
+        reporter: Some(reporter.clone()),
         explain_cache: args.explain_cache,
     };
     let built = engine::build(&store, input.df, &req)?;
@@ -130,6 +154,7 @@ pub fn execute(root: Option<PathBuf>, args: &BuildArgs, input: Input) -> Result<
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &id).with_context(|| format!("write {}", f.display()))?;
     }
+    let mut outputs = Vec::new();
     let mut pushed_digest = None;
     let mut registries: Vec<String> = Vec::new();
     if args.push {
@@ -155,11 +180,13 @@ pub fn execute(root: Option<PathBuf>, args: &BuildArgs, input: Input) -> Result<
                 };
                 transport::export(&store, &id, &dest)
                     .with_context(|| format!("export to {dest}"))?;
+                outputs.push(dest);
             }
             OutputSpec::OciArchive(f) => {
                 let dest = format!("oci-archive:{}", f.display());
                 transport::export(&store, &id, &dest)
                     .with_context(|| format!("export to {dest}"))?;
+                outputs.push(dest);
             }
             OutputSpec::DockerArchive(f) => {
                 let dest = match names.first() {
@@ -168,13 +195,21 @@ pub fn execute(root: Option<PathBuf>, args: &BuildArgs, input: Input) -> Result<
                 };
                 transport::export(&store, &id, &dest)
                     .with_context(|| format!("export to {dest}"))?;
+                outputs.push(dest);
             }
-            OutputSpec::Local(dir) => export_files(&store, &built.manifest, dir, false)?,
-            OutputSpec::Tar(file) => export_files(&store, &built.manifest, file, true)?,
+            OutputSpec::Local(dir) => {
+                export_files(&store, &built.manifest, dir, false)?;
+                outputs.push(format!("local:{}", dir.display()));
+            }
+            OutputSpec::Tar(file) => {
+                export_files(&store, &built.manifest, file, true)?;
+                outputs.push(format!("tar:{}", file.display()));
+            }
         }
     }
     for r in &registries {
-        let digest = push(&store, &built.manifest, r, args)?;
+        let digest = push(&store, &built.manifest, r, args, reporter)?;
+        outputs.push(format!("pushed {r}@{digest}"));
         pushed_digest = Some(digest);
     }
     if let Some(f) = &args.digestfile {
@@ -194,11 +229,27 @@ pub fn execute(root: Option<PathBuf>, args: &BuildArgs, input: Input) -> Result<
         std::fs::write(f, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("write {}", f.display()))?;
     }
+    reporter.summary(&Summary {
+        id: id.clone(),
+        digest: built.manifest.digest.to_string(),
+        size: built.size,
+        names,
+        outputs,
+        steps: built.steps,
+        cached_steps: built.cached_steps,
+        took: reporter.elapsed(),
+    });
     println!("{id}");
     Ok(())
 }
 
-fn push(store: &Store, desc: &Descriptor, dest: &str, args: &BuildArgs) -> Result<String> {
+fn push(
+    store: &Store,
+    desc: &Descriptor,
+    dest: &str,
+    args: &BuildArgs,
+    reporter: &Reporter,
+) -> Result<String> {
     let reference = super::remote::docker_reference(dest)?;
     let env = AuthEnv::from_process();
     let credential = AuthConfig::open(&env)?
@@ -208,7 +259,7 @@ fn push(store: &Store, desc: &Descriptor, dest: &str, args: &BuildArgs) -> Resul
         client: args.tls.options(),
         ..PushOptions::default()
     };
-    let progress = PushProgress::new(args.quiet);
+    let progress = reporter.transfer_progress();
     let pushed = registry::push(store, desc, &reference, credential, &opts, &progress)
         .with_context(|| format!("push to {reference}"))?;
     Ok(pushed.digest.to_string())

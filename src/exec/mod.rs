@@ -16,6 +16,9 @@
 //!                              ◀──    Exited{code, signal}   (or Failed{stage, errno} at any point)
 //! ```
 //!
+//! The command's stdout and stderr are kiln's own, or (a build) the write
+//! end of a pipe that an [`OutputStream`] drains and cuts into lines.
+//!
 //! When the command ends, the init exits and the kernel kills every other
 //! process of the pid namespace. Each process of the sandbox gets SIGKILL
 //! when its parent dies, so killing (or losing) kiln ends the whole step.
@@ -39,6 +42,7 @@ mod protocol;
 mod rootfs;
 mod seccomp;
 mod spec;
+mod stream;
 mod user;
 mod userns;
 
@@ -51,5 +55,6 @@ pub use protocol::SANDBOX_ARG;
 pub use spec::{
     AppliedFix, IdMapChoice, Mount, MountKind, Network, OwnerFix, ProcessSpec, RootFs, DEFAULT_PATH,
 };
+pub use stream::{OutputStream, Piece};
 pub use user::{resolve as resolve_user, Credentials};
 pub use userns::{helper_main as userns_helper_main, UsernsError, UsernsHelper, USERNS_ARG};

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{self, BufReader};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -65,8 +65,8 @@ pub struct RunOutcome {
 
 /// Runs one process spec to completion.
 pub trait Executor {
-    /// Runs `spec`, streaming its stdout/stderr to ours, and returns how it
-    /// ended. A command that starts and fails is `Ok` with a non-zero
+    /// Runs `spec`, its stdout/stderr going where the executor's
+    /// [`Output`] says, and returns how it ended. A command that starts and fails is `Ok` with a non-zero
     /// status; a sandbox that cannot be set up is `Err` naming the stage and
     /// errno. When it returns, no process of the step is left. Blocking;
     /// not idempotent (the command runs each time).
@@ -91,8 +91,12 @@ pub enum Output {
     Inherit,
     /// Both to kiln's stderr (a build keeps its stdout for the image id).
     Stderr,
-    /// Discarded (`build -q`).
+    /// Discarded.
     Null,
+    /// Both to this descriptor, for kiln to read (the write end of an
+    /// [`super::OutputStream`]). The caller keeps it open until `run`
+    /// returns; the sandbox gets its own copies.
+    Fd(RawFd),
 }
 
 /// The namespace sandbox (see the module docs).
@@ -189,11 +193,16 @@ impl Sandbox {
                     .map_err(ExecError::Pipe)?;
                 cmd.stdout(Stdio::from(err));
             }
+            // Placed on 1 and 2 with the protocol pipes below.
+            Output::Fd(_) => {}
         }
-        let fds = [
+        let mut fds = vec![
             (to_child_r.as_raw_fd(), FROM_PARENT_FD),
             (from_child_w.as_raw_fd(), TO_PARENT_FD),
         ];
+        if let Output::Fd(fd) = self.output {
+            fds.extend([(fd, 1), (fd, 2)]);
+        }
         // SIGKILL to the sandbox if this thread dies: with it goes its init
         // and so the whole pid namespace.
         let mut child =

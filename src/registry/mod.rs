@@ -15,6 +15,6 @@ pub mod tls;
 
 pub use client::{Client, ClientOptions};
 pub use error::RegistryError;
-pub use progress::Progress;
+pub use progress::{Progress, TransferEvent};
 pub use pull::{pull, PullOptions, Pulled};
 pub use push::{push, PushOptions, Pushed};

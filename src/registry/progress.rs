@@ -3,6 +3,7 @@
 //! skopeo/podman otherwise, nothing with `-q`.
 
 use std::io::{self, IsTerminal, Read};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,7 +15,25 @@ enum Mode {
     Quiet,
     Plain,
     Bars(MultiProgress),
+    Events(OnEvent),
 }
+
+/// What a transfer reports to a [`Progress::events`] callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferEvent {
+    /// A status line (`Writing manifest to image destination`).
+    Line(String),
+    /// A blob ended: `kind` is `blob` or `config`, `outcome` as in
+    /// [`BlobProgress::finish`].
+    Blob {
+        kind: &'static str,
+        digest: Digest,
+        size: u64,
+        outcome: String,
+    },
+}
+
+type OnEvent = Arc<dyn Fn(TransferEvent) + Send + Sync>;
 
 /// The progress display of one command.
 #[derive(Clone)]
@@ -35,6 +54,26 @@ impl Progress {
         Progress { mode }
     }
 
+    /// Plain lines, terminal or not.
+    pub fn plain() -> Progress {
+        Progress { mode: Mode::Plain }
+    }
+
+    /// Bars on `multi`, a live view that other bars share.
+    pub fn bars(multi: MultiProgress) -> Progress {
+        Progress {
+            mode: Mode::Bars(multi),
+        }
+    }
+
+    /// Each status line and finished blob goes to `on_event` (a caller
+    /// with its own display, e.g. json lines).
+    pub fn events(on_event: impl Fn(TransferEvent) + Send + Sync + 'static) -> Progress {
+        Progress {
+            mode: Mode::Events(Arc::new(on_event)),
+        }
+    }
+
     /// Nothing is shown (for library callers and tests).
     pub fn quiet() -> Progress {
         Progress { mode: Mode::Quiet }
@@ -48,6 +87,7 @@ impl Progress {
             Mode::Bars(m) => {
                 let _ = m.println(msg);
             }
+            Mode::Events(f) => f(TransferEvent::Line(msg.to_string())),
         }
     }
 
@@ -70,10 +110,15 @@ impl Progress {
             }
             _ => None,
         };
+        let events = match &self.mode {
+            Mode::Events(f) => Some((f.clone(), kind, digest.clone(), size)),
+            _ => None,
+        };
         BlobProgress {
             bar,
             label,
             plain: matches!(self.mode, Mode::Plain),
+            events,
         }
     }
 }
@@ -89,6 +134,7 @@ pub struct BlobProgress {
     bar: Option<ProgressBar>,
     label: String,
     plain: bool,
+    events: Option<(OnEvent, &'static str, Digest, u64)>,
 }
 
 impl BlobProgress {
@@ -112,6 +158,13 @@ impl BlobProgress {
             bar.finish();
         } else if self.plain {
             eprintln!("Copying {} {outcome}", self.label);
+        } else if let Some((f, kind, digest, size)) = &self.events {
+            f(TransferEvent::Blob {
+                kind,
+                digest: digest.clone(),
+                size: *size,
+                outcome: outcome.to_string(),
+            });
         }
     }
 }

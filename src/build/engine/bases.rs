@@ -30,17 +30,22 @@ pub struct Bases<'a> {
     store: &'a Store,
     policy: PullPolicy,
     client: ClientOptions,
-    quiet: bool,
+    progress: Progress,
     resolved: RefCell<BTreeMap<String, Result<StoredImage, String>>>,
 }
 
 impl<'a> Bases<'a> {
-    pub fn new(store: &'a Store, policy: PullPolicy, client: ClientOptions, quiet: bool) -> Self {
+    pub fn new(
+        store: &'a Store,
+        policy: PullPolicy,
+        client: ClientOptions,
+        progress: Progress,
+    ) -> Self {
         Bases {
             store,
             policy,
             client,
-            quiet,
+            progress,
             resolved: RefCell::new(BTreeMap::new()),
         }
     }
@@ -87,8 +92,7 @@ impl<'a> Bases<'a> {
             client: self.client.clone(),
             ..PullOptions::default()
         };
-        let progress = Progress::new(self.quiet);
-        let pulled = registry::pull(self.store, &parsed, credential, &opts, &progress)
+        let pulled = registry::pull(self.store, &parsed, credential, &opts, &self.progress)
             .map_err(|e| format!("pull: {e}"))?;
         StoredImage::load(self.store, &pulled.manifest).map_err(|e| e.to_string())
     }

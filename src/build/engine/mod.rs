@@ -24,7 +24,7 @@ use std::time::Instant;
 
 pub use bases::PullPolicy;
 pub use error::EngineError;
-pub use progress::{ProgressMode, Reporter};
+pub use progress::{ProgressMode, Reporter, Summary};
 pub use run::SecretSource;
 pub use state::ImageState;
 
@@ -65,6 +65,9 @@ pub struct BuildRequest {
     /// Docker media types instead of OCI.
     pub docker_format: bool,
     pub progress: ProgressMode,
+    /// The display to report to (`None`: one for `progress`); a caller
+    /// that reports after the build (names, pushes) passes its own.
+    pub reporter: Option<Reporter>,
     /// Print why each cache miss missed.
     pub explain_cache: bool,
 }
@@ -108,13 +111,15 @@ pub struct Engine<'a> {
 /// the target stage; the image is in the store, unnamed (the caller names
 /// and exports it).
 pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built, EngineError> {
-    let started = Instant::now();
-    let reporter = Reporter::new(req.progress);
+    let reporter = req
+        .reporter
+        .clone()
+        .unwrap_or_else(|| Reporter::new(req.progress));
     let bases = Bases::new(
         store,
         req.pull,
         req.client.clone(),
-        req.progress == ProgressMode::Quiet,
+        reporter.transfer_progress(),
     );
     // The triggers of FROM images become steps of their stages.
     let (df, plan) = onbuild::plan_with_triggers(df, &req.plan, &bases)?;
@@ -195,13 +200,6 @@ pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built
     let manifest = state.commit(store)?;
     let id = manifest_config_digest(store, &manifest)?;
     let size = state.layers.iter().map(|l| l.size).sum::<u64>();
-    eng.reporter.summary(
-        &id.to_string(),
-        &manifest.digest.to_string(),
-        size,
-        &[],
-        started.elapsed(),
-    );
     Ok(Built {
         manifest,
         id,
@@ -400,7 +398,7 @@ impl<'a> Engine<'a> {
                 }
                 None => {
                     if use_cache
-                        && (self.req.explain_cache || self.req.progress == ProgressMode::Plain)
+                        && (self.req.explain_cache || self.reporter.mode() == ProgressMode::Plain)
                     {
                         self.explain_miss(&slot, &inputs);
                     }

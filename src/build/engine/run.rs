@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::build::step::{self, StepInput};
 use crate::exec::{self, MountKind, Network};
@@ -18,6 +19,10 @@ use super::error::{EngineError, StepRef};
 use super::metadata::shell_of;
 use super::state::{layer_entry, ImageState};
 use super::Engine;
+
+/// How long the rest of a command's output may take to arrive after the
+/// sandbox ended (its processes die with it, asynchronously).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a secret comes from (`--secret id=ID,src=FILE|env=VAR`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,15 +128,24 @@ pub fn run(
     input.isolation = eng.req.isolation;
     input.source_date_epoch = eng.req.source_date_epoch;
     input.mounts = prepared.mounts.clone();
-    input.output = if eng.req.progress == super::ProgressMode::Quiet {
-        exec::Output::Null
-    } else {
-        exec::Output::Stderr
-    };
-    let out = step::run_layer(eng.store, &state.layer_sources(), &state.config, &input)
-        .map_err(sref.wrap("run"))?;
+    // Through kiln in every mode: shown as the mode says, and its end kept
+    // to show again if the command fails.
+    let reporter = eng.reporter.clone();
+    let stream = exec::OutputStream::start(move |piece| reporter.output(piece))
+        .map_err(sref.wrap("make a pipe for the command's output"))?;
+    input.output = stream.output();
+    let ran = step::run_layer(eng.store, &state.layer_sources(), &state.config, &input);
+    if !stream.finish(OUTPUT_GRACE) {
+        tracing::warn!(
+            "{}: a process of the step still holds its output open",
+            sref.at
+        );
+    }
+    let out = ran.map_err(sref.wrap("run"))?;
     drop(prepared);
     if !out.status.success() {
+        eng.reporter
+            .command_failed(&sref.at, &sref.text, out.status.code());
         return Err(EngineError::RunFailed {
             at: sref.at.clone(),
             step: sref.text.clone(),
