@@ -98,9 +98,10 @@ impl<W: Write> Write for HashWriter<W> {
 }
 
 /// A compressing writer. gzip: level 6 (flate2's default, what docker and
-/// BuildKit use), 1 MiB members compressed in parallel (see `pargz`),
-/// headers without name or mtime so the bytes depend on the content only. zstd: level 3 (the library default), single-threaded, so
-/// the output is deterministic.
+/// BuildKit use), 1 MiB members compressed in parallel, incompressible
+/// ones stored (see `pargz`), headers without name or mtime so the bytes
+/// depend on the content only. zstd: level 3 (the library default),
+/// single-threaded, so the output is deterministic.
 pub(super) enum Compressor<W: Write> {
     Plain(W),
     Gzip(super::pargz::ParGzEncoder<W>),
