@@ -4,7 +4,9 @@
 //! returns its sha256 (the diff_id); [`write_layer`] does the same in one
 //! streaming pass into the store: tar bytes → sha256 (diff_id) →
 //! compressor → blob writer (sha256 = blob digest). Nothing is held in
-//! memory but the sorted list of names and one copy buffer.
+//! memory but the sorted list of names and a few MiB of buffers (the
+//! copy buffer, the diff_id hashing thread's batches, gzip chunks in
+//! flight).
 //!
 //! # The tar
 //! - Entries, in bytewise order of their names, each name once:
