@@ -332,6 +332,7 @@ fn reconcile(
         ns: ns.prefix(),
         inodes: Vec::new(),
         names: HashMap::new(),
+        upper,
     };
     walk.xattrs(parent.as_fd(), name, "", false)?;
     walk.dir(root.as_fd(), "")?;
@@ -358,6 +359,8 @@ struct Walk<'a> {
     inodes: Vec<(String, u64, String)>,
     /// Inodes of the files with more than one name.
     names: HashMap<String, u64>,
+    /// The upper dir's own path (absolute, as the snapshotter made it).
+    upper: &'a Path,
 }
 
 impl Walk<'_> {
@@ -450,6 +453,18 @@ impl Walk<'_> {
         opaque: bool,
     ) -> Result<(), String> {
         let failed = |what: &str, e: io::Error| format!("{what} xattrs of {path:?}: {e}");
+        // Nearly every entry has no xattr: one listing by path says so
+        // without the `/proc/self/fd` lookup `xattrs_at` pays. Safe here:
+        // the step's processes are gone, nothing else writes the upper dir,
+        // and every parent on the path was seen to be a directory.
+        if !path.is_empty() && self.upper.is_absolute() {
+            let mut buf = [0u8; 256];
+            match rustix::fs::llistxattr(self.upper.join(path), &mut buf[..]) {
+                Ok(0) if !opaque => return Ok(()),
+                Ok(_) | Err(rustix::io::Errno::RANGE) => {}
+                Err(e) => return Err(failed("list", e.into())),
+            }
+        }
         let attrs = tree::xattrs_at(parent, name).map_err(|e| failed("read", e))?;
         let mut marked = false;
         for (attr, value) in attrs {
