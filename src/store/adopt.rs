@@ -14,7 +14,8 @@
 //! contents are skipped) and the upper dir is brought in line with it:
 //! - entries the layer does not have (mount points the sandbox created,
 //!   sockets, whiteouts of paths no lower has, copied-up directories with
-//!   nothing listed below them) are removed;
+//!   nothing listed below them, copies the sandbox gave recorded owners)
+//!   are moved out, into the step directory, which is removed as before;
 //! - every entry gets the header's mtime as atime and mtime (what extraction
 //!   sets: whole seconds, `SOURCE_DATE_EPOCH`-clamped, as written);
 //! - whiteouts are made again as extraction makes them (overlayfs shares
@@ -326,6 +327,18 @@ fn reconcile(
     let failed = |what: &str, e: io::Error| format!("{what} {}: {e}", upper.display());
     let parent = sfs::open_root(parent).map_err(|e| failed("open the parent of", e))?;
     let root = sfs::open_child_dir(parent.as_fd(), name).map_err(|e| failed("open", e))?;
+    // Strays are moved beside the upper dir, into the step directory, whose
+    // removal (in the user-namespace helper when needed) takes them: some
+    // belong to subordinate ids (copies the sandbox gave recorded owners)
+    // and cannot be removed by the caller.
+    let strays_name = OsStr::new("adopt-strays");
+    match sfs::mkdir_at(parent.as_fd(), strays_name, 0o700) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(failed("make a directory beside", e)),
+    }
+    let strays = sfs::open_child_dir(parent.as_fd(), strays_name)
+        .map_err(|e| failed("open a directory beside", e))?;
     let mut walk = Walk {
         want,
         ids: sfs::effective_ids(),
@@ -333,6 +346,8 @@ fn reconcile(
         inodes: Vec::new(),
         names: HashMap::new(),
         upper,
+        strays: strays.as_fd(),
+        moved: 0,
     };
     walk.xattrs(parent.as_fd(), name, "", false)?;
     walk.dir(root.as_fd(), "")?;
@@ -361,6 +376,9 @@ struct Walk<'a> {
     names: HashMap<String, u64>,
     /// The upper dir's own path (absolute, as the snapshotter made it).
     upper: &'a Path,
+    /// Where entries the layer does not have go, and how many went.
+    strays: BorrowedFd<'a>,
+    moved: u64,
 }
 
 impl Walk<'_> {
@@ -380,7 +398,10 @@ impl Walk<'_> {
                 continue;
             };
             let Some(e) = self.want.remove(&path) else {
-                sfs::remove_at(fd, &name).map_err(|e| failed("remove", e))?;
+                self.moved += 1;
+                let to = format!("{}", self.moved);
+                rustix::fs::renameat(fd, name.as_os_str(), self.strays, to.as_str())
+                    .map_err(|e| failed("move away", e.into()))?;
                 continue;
             };
             if (st.st_uid, st.st_gid) != self.ids {
