@@ -3,6 +3,8 @@
 //! and what is left of a step's processes. Rootless tiers run as the
 //! unprivileged test user; the chroot tier runs as root.
 
+#[path = "run_step_adopt.rs"]
+mod adopt;
 #[path = "run_step_conformance.rs"]
 mod conformance;
 #[path = "run_step_debian.rs"]

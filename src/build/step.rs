@@ -342,6 +342,8 @@ pub fn run_layer(
         argv: argv.clone(),
         source: f,
     };
+    // Kernel overlay: the upper dir may become the new layer's lower (store::adopt).
+    let upper = (snap.kind() == SnapshotterKind::Overlay).then(|| snap.source().to_path_buf());
     let committed = finish::layer(
         store,
         &mut work,
@@ -359,6 +361,13 @@ pub fn run_layer(
     out.changed_paths = committed.changed_paths;
     out.timings.changes = committed.changes;
     out.layer = Some(committed.layer());
+    if let Some(upper) = upper {
+        let layer = LayerSource {
+            blob: committed.digest.clone(),
+            diff_id: committed.diff_id.clone(),
+        };
+        store.offer_upper(layers, &layer, mode, &upper);
+    }
     out.timings.write = committed.write;
     // `work` is removed on return (by the helper when there is one).
     out.timings.total = started.elapsed();

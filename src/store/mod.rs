@@ -14,6 +14,7 @@
 //! at any point leaves at worst an unreferenced blob or a stale temp file,
 //! never a name pointing at nothing.
 
+mod adopt;
 mod blobs;
 mod cache;
 mod check;
@@ -26,12 +27,14 @@ mod names;
 #[allow(clippy::unwrap_used)]
 mod tests;
 mod unpacked;
+mod unsynced;
 mod writer;
 
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+pub use adopt::{Adoption, ADOPT_ENV};
 pub use blobs::VerifiedReader;
 pub use cache::CacheRecord;
 pub use check::CheckReport;

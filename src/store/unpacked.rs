@@ -14,8 +14,10 @@
 //! overlayfs form with `user.overlay.*` or `trusted.overlay.*` xattrs; see
 //! `layer`).
 //!
-//! Discipline: a tree is unpacked into `<root>/tmp/`, made durable with
-//! `syncfs`, and renamed into place while holding the store's shared lock
+//! Discipline: a tree is unpacked into `<root>/tmp/`, marked as not synced
+//! in this boot (see `unsynced`: a tree a crash may have cut short is
+//! unpacked again; `syncfs` only where the boot id cannot be read), and
+//! renamed into place while holding the store's shared lock
 //! (so a collector holding the exclusive lock never sees it half-moved). A
 //! per-chain-id lock file makes a second process wait and then reuse the
 //! first one's result instead of unpacking again; should two still race
@@ -30,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
-use super::{Digest, Store, StoreError};
+use super::{unsynced, Digest, Store, StoreError};
 use crate::layer::{self, LayerError, Metadata, Mode, OverlayXattrs, UnpackOptions};
 use crate::sys::fs as sfs;
 
@@ -305,8 +307,8 @@ fn tree_size(dir: &Path) -> u64 {
 }
 
 /// A scratch directory under `<root>/tmp`, removed on drop unless persisted.
-struct TempTree {
-    path: PathBuf,
+pub(super) struct TempTree {
+    pub(super) path: PathBuf,
     armed: bool,
 }
 
@@ -393,10 +395,29 @@ impl Store {
             metadata: dir.join("meta.jsonl"),
             fresh,
         };
-        if dir.is_dir() {
+        if dir.is_dir() && unsynced::trusted(&dir) {
             return Ok(found(false));
         }
-        let kind_root = dir.parent().unwrap_or(&self.root).to_path_buf();
+        let _lock = self.chain_lock(chain, mode)?;
+        if dir.is_dir() {
+            if unsynced::trusted(&dir) {
+                return Ok(found(false));
+            }
+            tracing::info!(dir = %dir.display(), "unpacked tree not synced before a restart; unpacking it again");
+            self.discard_tree(&dir)?;
+        }
+        let tmp = self.unpack_into_temp(layers, lowers, mode)?;
+        let fresh = self.commit_tree(tmp, &dir)?;
+        if fresh {
+            tracing::debug!(chain = %chain, dir = %dir.display(), "unpacked");
+        }
+        Ok(found(fresh))
+    }
+
+    /// Takes the per-chain lock of `chain` in `mode` (one unpacker at a
+    /// time), creating the directories it needs; held until dropped.
+    pub(super) fn chain_lock(&self, chain: &Digest, mode: Mode) -> Result<fs::File, StoreError> {
+        let kind_root = self.unpacked_root().join(kind_dir(mode));
         let locks = self.unpacked_root().join("locks");
         for d in [&kind_root, &locks] {
             fs::create_dir_all(d).map_err(|e| self.io(format!("create {}", d.display()), e))?;
@@ -411,28 +432,50 @@ impl Store {
             .map_err(|e| self.io(format!("open {}", lock_path.display()), e))?;
         lock.lock()
             .map_err(|e| self.io(format!("lock {}", lock_path.display()), e))?;
-        if dir.is_dir() {
-            return Ok(found(false));
-        }
-        let tmp = self.unpack_into_temp(layers, lowers, mode)?;
-        let fresh = self.commit_tree(tmp, &dir)?;
-        if fresh {
-            tracing::debug!(chain = %chain, dir = %dir.display(), "unpacked");
-        }
-        Ok(found(fresh))
+        Ok(lock)
+    }
+
+    /// A new empty scratch directory `<root>/tmp/<purpose>-…`, removed on
+    /// drop unless committed.
+    pub(super) fn scratch_tree(&self, purpose: &str) -> Result<TempTree, StoreError> {
+        let n = UNPACK_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .tmp_dir()
+            .join(format!("{purpose}-{}-{n}-{}", std::process::id(), nanos()));
+        fs::create_dir(&path).map_err(|e| self.io(format!("create {}", path.display()), e))?;
+        Ok(TempTree { path, armed: true })
+    }
+
+    /// Takes the published tree `dir` out of `unpacked/` (renamed into
+    /// `tmp/`, then removed). The caller holds its per-chain lock.
+    pub(super) fn discard_tree(&self, dir: &Path) -> Result<(), StoreError> {
+        let _store_lock = self.lock_shared()?;
+        let n = UNPACK_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let doomed = self
+            .tmp_dir()
+            .join(format!("stale-{}-{n}-{}", std::process::id(), nanos()));
+        fs::rename(dir, &doomed).map_err(|e| self.io(format!("move {} away", dir.display()), e))?;
+        drop(TempTree {
+            path: doomed,
+            armed: true,
+        });
+        Ok(())
     }
 
     /// Renames a finished scratch tree to `dir` under the shared store lock.
     /// `Ok(true)`: ours is in place; `Ok(false)`: another writer's complete
     /// tree was already there (a race the lock file should have prevented),
     /// and ours was discarded.
-    fn commit_tree(&self, tmp: TempTree, dir: &Path) -> Result<bool, StoreError> {
+    pub(super) fn commit_tree(&self, tmp: TempTree, dir: &Path) -> Result<bool, StoreError> {
         let _store_lock = self.lock_shared()?;
         match fs::rename(&tmp.path, dir) {
             Ok(()) => {
                 let mut tmp = tmp;
                 tmp.armed = false;
-                self.sync_dir(dir.parent().unwrap_or(&self.root))?;
+                if !unsynced::is_marked(dir) {
+                    // A synced tree: make its rename durable too.
+                    self.sync_dir(dir.parent().unwrap_or(&self.root))?;
+                }
                 Ok(true)
             }
             // rename(2) refuses to replace a non-empty directory: theirs stays.
@@ -450,12 +493,7 @@ impl Store {
         lowers: &[PathBuf],
         mode: Mode,
     ) -> Result<TempTree, UnpackError> {
-        let n = UNPACK_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .tmp_dir()
-            .join(format!("unpack-{}-{n}-{}", std::process::id(), nanos()));
-        fs::create_dir(&path).map_err(|e| self.io(format!("create {}", path.display()), e))?;
-        let tmp = TempTree { path, armed: true };
+        let tmp = self.scratch_tree("unpack")?;
         let rootfs = tmp.path.join("rootfs");
         fs::create_dir(&rootfs).map_err(|e| self.io(format!("create {}", rootfs.display()), e))?;
         let mut meta = Metadata::default();
@@ -479,11 +517,19 @@ impl Store {
             root: self.root.clone(),
             source,
         })?;
-        let fd = sfs::open_root(&tmp.path)
-            .map_err(|e| self.io(format!("open {}", tmp.path.display()), e))?;
-        sfs::sync_filesystem(fd.as_fd())
-            .map_err(|e| self.io(format!("syncfs {}", tmp.path.display()), e))?;
+        self.mark_or_sync(&tmp.path)?;
         Ok(tmp)
+    }
+
+    /// Marks the scratch tree directory `dir` unsynced (see `unsynced`), or
+    /// syncs its filesystem where there is no boot id to mark it with.
+    pub(super) fn mark_or_sync(&self, dir: &Path) -> Result<(), StoreError> {
+        if unsynced::mark(dir).map_err(|e| self.io(format!("mark {}", dir.display()), e))? {
+            return Ok(());
+        }
+        let fd = sfs::open_root(dir).map_err(|e| self.io(format!("open {}", dir.display()), e))?;
+        sfs::sync_filesystem(fd.as_fd())
+            .map_err(|e| self.io(format!("syncfs {}", dir.display()), e))
     }
 }
 
@@ -518,6 +564,60 @@ mod tests {
             .unwrap();
         assert!(!store.commit_tree(tmp, &dir).unwrap());
         assert!(dir.join("rootfs/winner").is_file());
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    /// A tree published unsynced in another boot is unpacked again; one of
+    /// this boot is reused as it is.
+    #[test]
+    fn a_tree_unsynced_before_a_restart_is_unpacked_again() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut h, "f", &b"hi"[..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let (blob, _) = store.put_bytes(&bytes).unwrap();
+        let layer = LayerSource {
+            blob,
+            diff_id: Digest::of_bytes(&bytes),
+        };
+        let mode = Mode::OverlayLower(OverlayXattrs::User);
+        let first = store
+            .ensure_unpacked(std::slice::from_ref(&layer), mode)
+            .unwrap();
+        assert!(first[0].fresh);
+        let dir = first[0].rootfs.parent().unwrap().to_path_buf();
+        assert!(unsynced::is_marked(&dir), "published without syncfs");
+        let again = store
+            .ensure_unpacked(std::slice::from_ref(&layer), mode)
+            .unwrap();
+        assert!(!again[0].fresh, "same boot: reused");
+
+        // As if the machine had restarted before the data reached the disk.
+        let marker = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("unsynced-"))
+            .unwrap();
+        fs::rename(
+            marker.path(),
+            dir.join("unsynced-00000000-0000-0000-0000-000000000000"),
+        )
+        .unwrap();
+        fs::write(dir.join("rootfs/f"), "").unwrap();
+        let redone = store
+            .ensure_unpacked(std::slice::from_ref(&layer), mode)
+            .unwrap();
+        assert!(redone[0].fresh, "another boot's tree is not trusted");
+        assert_eq!(fs::read(dir.join("rootfs/f")).unwrap(), b"hi");
+        assert!(unsynced::is_marked(&dir));
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
     }
 
