@@ -46,3 +46,13 @@ pub use idmap::{IdExtent, IdMapping, OVERFLOW_ID};
 pub use metadata::{sidecar_path, Kind, Metadata, Record};
 pub use unpack::{unpack, Mode, OverlayXattrs, UnpackOptions, UnpackReport, WhiteoutFormat};
 pub use write::{layer_media_type, write_layer, write_tar, WriteOptions, WrittenLayer};
+
+/// Whether a tar entry only carries metadata for the next one (PAX and GNU
+/// long-name headers, which the `tar` crate has already applied to it).
+pub(crate) fn is_header_only(kind: tar::EntryType) -> bool {
+    use tar::EntryType as E;
+    matches!(
+        kind,
+        E::XGlobalHeader | E::XHeader | E::GNULongName | E::GNULongLink
+    )
+}

@@ -186,13 +186,7 @@ fn expected(store: &Store, blob: &Digest) -> Result<HashMap<String, Expect>, Str
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
-        ) {
+        if crate::layer::is_header_only(kind) {
             continue;
         }
         let path = rel_path(&entry.path_bytes())?;

@@ -144,13 +144,7 @@ impl<'a> Unpacker<'a> {
         entry: &mut tar::Entry<'_, R>,
     ) -> Result<(), LayerError> {
         let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
-        ) {
+        if super::is_header_only(kind) {
             return Ok(());
         }
         let raw_name = entry.path_bytes().into_owned();
