@@ -1106,3 +1106,32 @@ fn convert(r: crate::support::user::IdRange) -> IdRange {
         count: r.count,
     }
 }
+
+#[test]
+fn a_layer_is_plain_only_without_owners_xattrs_or_devices() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root (owners 0:0 under the identity map)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("upper");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write_file(&src.join("d/f"), b"x", 0o644);
+    let changes = list(
+        &src,
+        &[("d", ChangeKind::Upsert), ("d/f", ChangeKind::Upsert)],
+    );
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let write = || {
+        layer::write_layer(&store, &changes, &WriteOptions::default())
+            .unwrap()
+            .plain
+    };
+    assert!(write(), "root-owned file and directory");
+    set_xattr(&src.join("d/f"), "user.k", b"v");
+    assert!(!write(), "an xattr");
+    fs::remove_file(src.join("d/f")).unwrap();
+    write_file(&src.join("d/f"), b"x", 0o644);
+    lchown(&src.join("d"), 0, 4);
+    assert!(!write(), "a group other than 0");
+}

@@ -28,6 +28,8 @@ pub(super) struct Committed {
     pub diff_id: Digest,
     pub size: u64,
     pub media_type: String,
+    /// See `WrittenLayer::plain`.
+    pub plain: bool,
     pub changed_paths: usize,
     pub changes: Duration,
     pub write: Duration,
@@ -40,6 +42,7 @@ impl Committed {
             diff_id: self.diff_id.clone(),
             size: self.size,
             media_type: self.media_type.clone(),
+            plain: self.plain,
         }
     }
 }
@@ -281,6 +284,7 @@ fn commit_layer(
         diff_id: written.diff_id,
         size: written.size,
         media_type: written.media_type,
+        plain: written.plain,
         changed_paths: changes.changes.len(),
         changes: changes_took,
         write: t.elapsed(),

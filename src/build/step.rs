@@ -361,7 +361,9 @@ pub fn run_layer(
     out.changed_paths = committed.changed_paths;
     out.timings.changes = committed.changes;
     out.layer = Some(committed.layer());
-    if let Some(upper) = upper {
+    // A layer with owners, xattrs or devices is declined anyway: knowing it
+    // from the writer saves reading the layer back (about 1 s for apt's).
+    if let Some(upper) = upper.filter(|_| committed.plain) {
         let layer = LayerSource {
             blob: committed.digest.clone(),
             diff_id: committed.diff_id.clone(),

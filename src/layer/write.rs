@@ -121,6 +121,10 @@ pub struct WrittenLayer {
     pub size: u64,
     /// The OCI layer media type for the compression.
     pub media_type: String,
+    /// Every entry is 0:0 with no xattrs and no device: the tree it was
+    /// written from can only equal what extraction would make if so (see
+    /// `store::adopt`); otherwise `false`.
+    pub plain: bool,
 }
 
 /// OCI media type of a layer blob with compression `c`.
@@ -174,11 +178,12 @@ pub fn write_layer(
     let compressor =
         sink::Compressor::new(blob, opts.compression).map_err(output_err("start compressor"))?;
     let mut hashed = sink::HashWriter::new(compressor);
-    {
+    let plain = {
         let mut buf = BufWriter::with_capacity(BUF_SIZE, &mut hashed);
-        emit(&mut buf, changes, opts)?;
+        let plain = emit(&mut buf, changes, opts)?;
         buf.flush().map_err(output_err("flush the tar"))?;
-    }
+        plain
+    };
     let (compressor, diff_id) = hashed.finish().map_err(output_err("flush the tar"))?;
     let blob = compressor
         .finish()
@@ -190,6 +195,7 @@ pub fn write_layer(
         diff_id,
         size,
         media_type: layer_media_type(opts.compression).to_string(),
+        plain,
     })
 }
 
@@ -305,6 +311,8 @@ struct Emitter<'a> {
     /// (dev, ino) of multiply-linked files → the name first written.
     links: HashMap<(u64, u64), Vec<u8>>,
     unmapped: u64,
+    /// Entries that make a layer not plain.
+    special: u64,
     whiteout_mtime: u64,
 }
 
@@ -316,7 +324,12 @@ fn clamp_mtime(mtime: i64, epoch: Option<i64>) -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
 
-fn emit(out: &mut impl Write, changes: &ChangeList, opts: &WriteOptions) -> Result<(), LayerError> {
+/// Returns whether the layer is plain (see [`WrittenLayer::plain`]).
+fn emit(
+    out: &mut impl Write,
+    changes: &ChangeList,
+    opts: &WriteOptions,
+) -> Result<bool, LayerError> {
     let items = plan(changes)?;
     let root = sfs::open_root(&changes.source).map_err(|e| WriteFailure::Source {
         path: changes.source.display().to_string(),
@@ -329,6 +342,7 @@ fn emit(out: &mut impl Write, changes: &ChangeList, opts: &WriteOptions) -> Resu
         parent: None,
         links: HashMap::new(),
         unmapped: 0,
+        special: 0,
         whiteout_mtime: opts
             .source_date_epoch
             .and_then(|e| u64::try_from(e).ok())
@@ -353,7 +367,7 @@ fn emit(out: &mut impl Write, changes: &ChangeList, opts: &WriteOptions) -> Resu
              ownership) were written as 65534:65534"
         );
     }
-    Ok(())
+    Ok(em.special == 0)
 }
 
 impl Emitter<'_> {
@@ -514,6 +528,12 @@ impl Emitter<'_> {
         };
         if let EntryKind::Link { .. } = entry.kind {
             entry.xattrs.clear();
+        }
+        if (entry.uid, entry.gid) != (0, 0)
+            || !entry.xattrs.is_empty()
+            || matches!(entry.kind, EntryKind::Char { .. } | EntryKind::Block { .. })
+        {
+            self.special += 1;
         }
         tar::write_entry(out, &entry).map_err(output_err("write a tar header"))?;
         if let EntryKind::File { size } = entry.kind {
