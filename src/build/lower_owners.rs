@@ -15,6 +15,7 @@
 //! is left out of the layer ([`drop_untouched`]).
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,8 @@ pub(super) fn fixes(lowers: &[PathBuf], sidecars: &[PathBuf]) -> Result<Vec<Owne
     let mut dirs = Vec::new();
     let mut files = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
+    // Opened once: a lower that cannot be opened shadows nothing.
+    let roots: Vec<Option<OwnedFd>> = lowers.iter().map(|l| sfs::open_root(l).ok()).collect();
     for (i, sidecar) in sidecars.iter().enumerate() {
         let meta = layer::Metadata::load(sidecar)?;
         for rec in meta.records() {
@@ -49,7 +52,7 @@ pub(super) fn fixes(lowers: &[PathBuf], sidecars: &[PathBuf]) -> Result<Vec<Owne
             let (Ok(uid), Ok(gid)) = (u32::try_from(rec.uid), u32::try_from(rec.gid)) else {
                 continue;
             };
-            if seen.contains(&rec.path) || shadowed(&lowers[..i.min(lowers.len())], &rec.path) {
+            if seen.contains(&rec.path) || shadowed(&roots[..i.min(roots.len())], &rec.path) {
                 continue;
             }
             seen.insert(rec.path.clone());
@@ -87,18 +90,15 @@ pub(super) fn fixes(lowers: &[PathBuf], sidecars: &[PathBuf]) -> Result<Vec<Owne
 /// Whether one of `higher` (lowers above the record's) has `path` itself.
 /// An opaque directory or a non-directory parent there hides the path too,
 /// but then the merged tree has no such path and the fix finds nothing.
-fn shadowed(higher: &[PathBuf], path: &str) -> bool {
+fn shadowed(higher: &[Option<OwnedFd>], path: &str) -> bool {
     let rel = Path::new(path);
     let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
         return false;
     };
-    higher.iter().any(|lower| {
-        let Ok(root) = sfs::open_root(lower) else {
-            return false;
-        };
-        sfs::open_dir_beneath(std::os::fd::AsFd::as_fd(&root), parent)
+    higher.iter().flatten().any(|root| {
+        sfs::open_dir_beneath(root.as_fd(), parent)
             .ok()
-            .and_then(|dir| sfs::lstat_at(std::os::fd::AsFd::as_fd(&dir), name).ok())
+            .and_then(|dir| sfs::lstat_at(dir.as_fd(), name).ok())
             .flatten()
             .is_some()
     })
@@ -122,7 +122,7 @@ pub(super) fn drop_untouched(
     let wanted: HashMap<&str, &OwnerFix> = fixes.iter().map(|f| (f.path.as_str(), f)).collect();
     let applied: HashMap<&str, &AppliedFix> =
         applied.iter().map(|a| (a.path.as_str(), a)).collect();
-    let source = changes.source.clone();
+    let source = &changes.source;
     changes.changes.retain(|c| {
         if c.kind != ChangeKind::Upsert {
             return true;

@@ -283,9 +283,10 @@ pub fn run_layer(
     let fixes = if kind == SnapshotterKind::Walk {
         Vec::new()
     } else {
-        super::lower_owners::fixes(&lowers, &sidecars).map_err(|source| BuildError::Layer {
+        super::lower_owners::fixes(&lowers, &sidecars).map_err(|source| BuildError::Io {
             argv: argv.clone(),
-            source,
+            what: "read the owners the lower layers record".into(),
+            source: std::io::Error::other(source),
         })?
     };
     drop(prepare_span);

@@ -54,16 +54,7 @@ impl super::Snapshotter for Walk {
         if let Some(cache) = super::walk_cache::Cache::locate(lowers) {
             if let Some((lease, before)) = cache.acquire(lowers, root)? {
                 let tree = lease.tree().to_path_buf();
-                return Ok(Snapshot {
-                    kind: SnapshotterKind::Walk,
-                    rootfs: RootFs::Dir(tree.clone()),
-                    state: State::Walk(WalkState {
-                        tree,
-                        before,
-                        after: Mutex::new(None),
-                        lease: Some(lease),
-                    }),
-                });
+                return Ok(walk_snapshot(tree, before, Some(lease)));
             }
             tracing::debug!("walk snapshotter: the cached tree is in use; copying a private one");
         }
@@ -75,16 +66,25 @@ impl super::Snapshotter for Walk {
             copier.layer(lower, &tree)?;
         }
         let before = index(&tree)?;
-        Ok(Snapshot {
-            kind: SnapshotterKind::Walk,
-            rootfs: RootFs::Dir(tree.clone()),
-            state: State::Walk(WalkState {
-                tree,
-                before,
-                after: Mutex::new(None),
-                lease: None,
-            }),
-        })
+        Ok(walk_snapshot(tree, before, None))
+    }
+}
+
+/// A walk snapshot of `tree` (the cached one when `lease` holds it).
+fn walk_snapshot(
+    tree: PathBuf,
+    before: Index,
+    lease: Option<super::walk_cache::Lease>,
+) -> Snapshot {
+    Snapshot {
+        kind: SnapshotterKind::Walk,
+        rootfs: RootFs::Dir(tree.clone()),
+        state: State::Walk(WalkState {
+            tree,
+            before,
+            after: Mutex::new(None),
+            lease,
+        }),
     }
 }
 
@@ -798,7 +798,7 @@ fn file_changed(was: &Meta, now: &Meta) -> bool {
 }
 
 /// The proper ancestors of a relative path: `a/b/c` → `a/b`, `a`.
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+pub(super) fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     let mut rest = path;
     std::iter::from_fn(move || {
         let i = rest.rfind('/')?;

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{io_err, SnapshotError};
-use super::walk::{self, index, index_entry, index_path, Copier, Index, Meta};
+use super::walk::{self, ancestors, index, index_entry, index_path, Copier, Index, Meta};
 use crate::store::WalkCachePaths;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -386,16 +386,6 @@ fn first_mismatch<'a>(before: &'a Index, now: &'a Index) -> Option<&'a str> {
             (Some((p, _)), None) | (None, Some((p, _))) => return Some(p),
         }
     }
-}
-
-/// The proper ancestors of a relative path: `a/b/c` → `a/b`, `a`.
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    let mut rest = path;
-    std::iter::from_fn(move || {
-        let i = rest.rfind('/')?;
-        rest = &rest[..i];
-        Some(rest)
-    })
 }
 
 fn syncfs(dir: &Path) -> Result<(), SnapshotError> {

@@ -180,38 +180,8 @@ impl Store {
                 if keep.contains(&hex) {
                     continue;
                 }
-                let lock_path = self
-                    .unpacked_root()
-                    .join("locks")
-                    .join(format!("{}-{hex}.lock", kind_dir(mode)));
-                let lock = match OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&lock_path)
-                {
-                    Ok(f) => f,
-                    Err(e) => return Err(self.io(format!("open {}", lock_path.display()), e)),
-                };
-                if lock.try_lock().is_err() {
-                    tracing::debug!(tree = %entry.path().display(), "in use; not pruned");
-                    continue;
-                }
-                let n = UNPACK_COUNTER.fetch_add(1, Ordering::Relaxed);
-                let doomed =
-                    self.tmp_dir()
-                        .join(format!("prune-{}-{n}-{}", std::process::id(), nanos()));
-                if let Err(e) = fs::rename(entry.path(), &doomed) {
-                    return Err(self.io(format!("move {} away", entry.path().display()), e));
-                }
-                freed += tree_size(&doomed);
-                drop(TempTree {
-                    path: doomed,
-                    armed: true,
-                });
-                // The lock file goes too, while we still hold it.
-                let _ = fs::remove_file(&lock_path);
+                let lock = format!("{}-{hex}.lock", kind_dir(mode));
+                freed += self.prune_locked_tree(&entry.path(), &lock)?;
             }
         }
         freed += self.prune_walk_merged(&keep, all)?;
@@ -238,34 +208,41 @@ impl Store {
             if !all && keep.contains(hex) {
                 continue;
             }
-            let lock_path = self
-                .unpacked_root()
-                .join("locks")
-                .join(format!("walk-{name}.lock"));
-            let lock = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&lock_path)
-                .map_err(|e| self.io(format!("open {}", lock_path.display()), e))?;
-            if lock.try_lock().is_err() {
-                tracing::debug!(tree = %entry.path().display(), "walk tree in use; not pruned");
-                continue;
-            }
-            let n = UNPACK_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let doomed =
-                self.tmp_dir()
-                    .join(format!("prune-{}-{n}-{}", std::process::id(), nanos()));
-            fs::rename(entry.path(), &doomed)
-                .map_err(|e| self.io(format!("move {} away", entry.path().display()), e))?;
-            freed += tree_size(&doomed);
-            drop(TempTree {
-                path: doomed,
-                armed: true,
-            });
-            let _ = fs::remove_file(&lock_path);
+            freed += self.prune_locked_tree(&entry.path(), &format!("walk-{name}.lock"))?;
         }
+        Ok(freed)
+    }
+
+    /// Removes the tree `path` unless the lock file `lock` (under
+    /// `unpacked/locks/`) is held: renamed into `tmp/` first so it leaves
+    /// its place atomically, then deleted. Returns the bytes freed (0 when
+    /// skipped).
+    fn prune_locked_tree(&self, path: &Path, lock: &str) -> Result<u64, StoreError> {
+        let lock_path = self.unpacked_root().join("locks").join(lock);
+        let held = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| self.io(format!("open {}", lock_path.display()), e))?;
+        if held.try_lock().is_err() {
+            tracing::debug!(tree = %path.display(), "in use; not pruned");
+            return Ok(0);
+        }
+        let n = UNPACK_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let doomed = self
+            .tmp_dir()
+            .join(format!("prune-{}-{n}-{}", std::process::id(), nanos()));
+        fs::rename(path, &doomed)
+            .map_err(|e| self.io(format!("move {} away", path.display()), e))?;
+        let freed = tree_size(&doomed);
+        drop(TempTree {
+            path: doomed,
+            armed: true,
+        });
+        // The lock file goes too, while we still hold it.
+        let _ = fs::remove_file(&lock_path);
         Ok(freed)
     }
 
