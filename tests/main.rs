@@ -5,6 +5,7 @@ mod build_copy;
 mod build_diff;
 mod build_engine;
 mod build_progress;
+mod build_registry_cache;
 mod build_seeds;
 mod cli;
 mod conformance;

@@ -31,6 +31,9 @@ pub fn save(root: Option<PathBuf>, args: SaveArgs) -> Result<()> {
         other => bail!("unsupported --format {other:?}: use docker-archive or oci-archive"),
     };
     let store = open_store(root)?;
+    for image in &args.images {
+        super::remote::fetch_remote_layers(&store, image, &Default::default(), true)?;
+    }
     match args.output.as_deref() {
         Some(path) if path.as_os_str() != "-" => {
             transport::write_file_via_temp(path, |w| {

@@ -110,6 +110,14 @@ pub struct BuildArgs {
     /// Say for each cache miss which input changed.
     #[arg(long)]
     pub explain_cache: bool,
+    /// Import a layer cache before building (repeatable): type=registry,ref=REPO[:TAG],
+    /// type=local,src=DIR, or a bare REF.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Export the layer cache after building (repeatable):
+    /// type=registry,ref=REPO[:TAG][,mode=min|max] or type=local,dest=DIR[,mode=min|max].
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
     #[command(flatten)]
     pub tls: super::remote::TlsArgs,
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use kiln::build::engine::{
-    self, BuildRequest, ProgressMode, PullPolicy, Reporter, SecretSource, Summary,
+    self, BuildRequest, CacheSpec, ProgressMode, PullPolicy, Reporter, SecretSource, Summary,
 };
 use kiln::frontend::stages::Dockerfile;
 use kiln::layer::Mode;
@@ -57,6 +57,13 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
         (Some(_), Some(_)) => bail!("--secret {spec:?}: give src or env, not both"),
     };
     Ok((id, source))
+}
+
+fn cache_specs(list: &[String], export: bool) -> Result<Vec<CacheSpec>> {
+    let flag = if export { "--cache-to" } else { "--cache-from" };
+    list.iter()
+        .map(|s| CacheSpec::parse(s, export).map_err(|e| anyhow::anyhow!("{flag} {e}")))
+        .collect()
 }
 
 /// The display `--progress` and `-q` ask for; `auto` is the live view on
@@ -140,6 +147,8 @@ fn build_and_output(
         progress: reporter.mode(),
         reporter: Some(reporter.clone()),
         explain_cache: args.explain_cache,
+        cache_from: cache_specs(&args.cache_from, false)?,
+        cache_to: cache_specs(&args.cache_to, true)?,
     };
     let built = engine::build(&store, input.df, &req)?;
     let id = built.id.to_string();
@@ -159,6 +168,28 @@ fn build_and_output(
     let mut registries: Vec<String> = Vec::new();
     if args.push {
         registries.extend(names.iter().cloned());
+    }
+    // Layers a FROM image or a cache hit left in the registry come now when
+    // an output writes bytes (registries get mounts instead: `push`).
+    if input
+        .outputs
+        .iter()
+        .any(|o| !matches!(o, OutputSpec::Image { .. } | OutputSpec::Registry(_)))
+    {
+        let img = transport::StoredImage::load(&store, &built.manifest)?;
+        let digests: Vec<_> = img
+            .manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect();
+        registry::lazy::ensure_blobs(
+            &store,
+            &digests,
+            &args.tls.options(),
+            &reporter.transfer_progress(),
+        )
+        .context("fetch the image's layers")?;
     }
     for o in input.outputs {
         match o {

@@ -164,6 +164,7 @@ pub fn push(root: Option<PathBuf>, args: PushArgs) -> Result<()> {
         if !args.tags.is_empty() {
             bail!("-t/--tag applies to registry destinations, not {dest:?}");
         }
+        fetch_remote_layers(&store, &args.source, &args.tls.options(), args.quiet)?;
         let digest = transport::export(&store, &args.source, dest)
             .with_context(|| format!("push {} to {dest}", args.source))?;
         if !args.quiet {
@@ -214,6 +215,30 @@ pub fn push(root: Option<PathBuf>, args: PushArgs) -> Result<()> {
     for r in &pushed.references {
         println!("{r}: digest: {} size: {}", pushed.digest, desc.size);
     }
+    Ok(())
+}
+
+/// Downloads the layers of image `name` that the store knows only by their
+/// registry location (a build's FROM image or cache hits), before an export
+/// that writes bytes. Nothing happens for an image whose bytes are all here.
+pub(crate) fn fetch_remote_layers(
+    store: &Store,
+    name: &str,
+    opts: &ClientOptions,
+    quiet: bool,
+) -> Result<()> {
+    let Ok((_, entry)) = transport::find_image(store, name) else {
+        return Ok(()); // the export itself reports the unknown image
+    };
+    let digests: Vec<_> = entry
+        .image
+        .manifest
+        .layers
+        .iter()
+        .map(|l| l.digest.clone())
+        .collect();
+    registry::lazy::ensure_blobs(store, &digests, opts, &Progress::new(quiet))
+        .with_context(|| format!("fetch the layers of {name}"))?;
     Ok(())
 }
 

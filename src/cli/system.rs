@@ -54,6 +54,15 @@ pub fn run(root: Option<PathBuf>, args: SystemArgs) -> Result<()> {
                     path.display()
                 );
             }
+            if report.remote_blobs > 0 {
+                println!(
+                    "{} blob(s) known by registry location only (fetched when needed)",
+                    report.remote_blobs
+                );
+            }
+            for path in &report.corrupt_remote_records {
+                println!("remote blob record {} cannot be read", path.display());
+            }
             for path in &report.stray_files {
                 println!("stray file {}", path.display());
             }

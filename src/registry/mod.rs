@@ -6,6 +6,7 @@ pub mod blob_record;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod lazy;
 mod parallel;
 mod progress;
 pub mod pull;

@@ -30,6 +30,10 @@ pub struct PullOptions {
     pub client: ClientOptions,
     /// Parallel blob downloads.
     pub jobs: usize,
+    /// Store layers absent from the store as remote records (`store::RemoteBlob`)
+    /// instead of downloading them: only the manifest and config come now,
+    /// the layers when something needs their bytes (`lazy::ensure_blobs`).
+    pub lazy_layers: bool,
 }
 
 impl Default for PullOptions {
@@ -38,6 +42,7 @@ impl Default for PullOptions {
             platform: Platform::host(),
             client: ClientOptions::default(),
             jobs: DEFAULT_JOBS,
+            lazy_layers: false,
         }
     }
 }
@@ -146,6 +151,23 @@ pub fn pull(
             .blob(kind, &d.digest, d.size)
             .finish("skipped: already exists");
     }
+    let (deferred, missing): (Vec<_>, Vec<_>) = missing
+        .into_iter()
+        .partition(|(kind, _)| opts.lazy_layers && *kind == "blob");
+    for (kind, d) in &deferred {
+        store
+            .put_remote(&crate::store::RemoteBlob {
+                digest: d.digest.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+                registry: reference.registry().to_string(),
+                repository: repo.to_string(),
+            })
+            .map_err(store_err(format!("record blob {}", d.digest)))?;
+        progress
+            .blob(kind, &d.digest, d.size)
+            .finish("deferred: fetched when needed");
+    }
     download_all(&client, store, repo, &missing, opts.jobs, progress)?;
 
     store
@@ -176,7 +198,7 @@ pub fn pull(
 }
 
 /// Downloads `blobs` with up to `jobs` threads; the first error wins.
-fn download_all(
+pub(super) fn download_all(
     client: &Client,
     store: &Store,
     repo: &str,

@@ -82,6 +82,7 @@ pub fn push(
         progress,
         counts: Counts::default(),
         pushed_blobs: Mutex::new(Vec::new()),
+        client_opts: &opts.client,
     };
     let bytes = ctx.read_small(&src.digest)?;
     let target = dest.tag().or(dest.digest()).unwrap_or("latest").to_string();
@@ -132,6 +133,46 @@ pub fn push(
     })
 }
 
+/// Makes every blob of `blobs` exist in `repo` on `client`'s registry, in
+/// parallel: a `HEAD` for one already there, a cross-repository mount for
+/// one known in another repository of that registry, else an upload (a blob
+/// known only by its location elsewhere is fetched first). Returns
+/// (uploaded, mounted, existed).
+pub fn push_blobs(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    blobs: &[Descriptor],
+    opts: &ClientOptions,
+    progress: &Progress,
+) -> Result<(usize, usize, usize), RegistryError> {
+    let ctx = Ctx {
+        client,
+        store,
+        repo,
+        jobs: DEFAULT_JOBS,
+        progress,
+        counts: Counts::default(),
+        pushed_blobs: Mutex::new(Vec::new()),
+        client_opts: opts,
+    };
+    let refs: Vec<&Descriptor> = blobs.iter().collect();
+    ctx.parallel(&refs)?;
+    let pushed = ctx
+        .pushed_blobs
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
+    if let Err(e) = blob_record::remember(store, client.registry(), repo, &pushed) {
+        tracing::warn!("cannot record blob locations for later mounts: {e}");
+    }
+    Ok((
+        ctx.counts.uploaded.load(Ordering::Relaxed),
+        ctx.counts.mounted.load(Ordering::Relaxed),
+        ctx.counts.existed.load(Ordering::Relaxed),
+    ))
+}
+
 struct Ctx<'a> {
     client: &'a Client,
     store: &'a Store,
@@ -140,6 +181,7 @@ struct Ctx<'a> {
     progress: &'a Progress,
     counts: Counts,
     pushed_blobs: Mutex<Vec<Digest>>,
+    client_opts: &'a ClientOptions,
 }
 
 impl Ctx<'_> {
@@ -203,6 +245,25 @@ impl Ctx<'_> {
             return Ok("skipped: already exists".into());
         }
         let path = self.store.blob_path(digest);
+        if let Some(remote) = self.store.remote(digest) {
+            // Known by location only: a mount when it is on this registry
+            // (no bytes move), else fetched once and uploaded.
+            if remote.registry == self.client.registry() && remote.repository != self.repo {
+                if let Ok(Mount::Mounted) =
+                    self.client
+                        .mount_blob(self.repo, digest, &remote.repository)
+                {
+                    self.counts.mounted.fetch_add(1, Ordering::Relaxed);
+                    return Ok(format!("mounted from {}", remote.repository));
+                }
+            }
+            super::lazy::ensure_blobs(
+                self.store,
+                std::slice::from_ref(digest),
+                self.client_opts,
+                self.progress,
+            )?;
+        }
         if !path.is_file() {
             return Err(RegistryError::Store {
                 what: format!("push blob {digest}"),

@@ -240,7 +240,9 @@ impl Store {
             })?;
         let mut blobs = vec![image.digest.clone()];
         blobs.extend(child_digests(&manifest));
-        match blobs.iter().find(|d| !self.has(d)) {
+        // A layer known only by its registry location counts: it is
+        // fetched when a step needs its bytes (`remote.rs`).
+        match blobs.iter().find(|d| !self.knows(d)) {
             Some(d) => Err(missing(d)),
             None => Ok(blobs),
         }

@@ -27,6 +27,10 @@ pub struct CheckReport {
     pub cache_missing_blobs: Vec<(Digest, Digest)>,
     /// Cache record files that cannot be read, or whose manifest cannot be.
     pub corrupt_cache_records: Vec<PathBuf>,
+    /// Blobs known only by their registry location (`remote/`).
+    pub remote_blobs: usize,
+    /// Remote records that cannot be read or name another digest.
+    pub corrupt_remote_records: Vec<PathBuf>,
 }
 
 impl CheckReport {
@@ -39,6 +43,7 @@ impl CheckReport {
             && self.stray_files.is_empty()
             && self.cache_missing_blobs.is_empty()
             && self.corrupt_cache_records.is_empty()
+            && self.corrupt_remote_records.is_empty()
     }
 }
 
@@ -69,11 +74,20 @@ impl Store {
             }
         }
         for (name, desc) in self.names()? {
-            if !self.has(&desc.digest) {
+            if !self.knows(&desc.digest) {
                 report.missing_blobs.push((name, desc.digest));
             }
         }
         self.check_cache(&mut report)?;
+        for (d, path) in self.remote_records()? {
+            if self.has(&d) {
+                continue;
+            }
+            match self.remote(&d) {
+                Some(_) => report.remote_blobs += 1,
+                None => report.corrupt_remote_records.push(path),
+            }
+        }
         let tmp_dir = self.tmp_dir();
         report.stale_tmp_files = match fs::read_dir(&tmp_dir) {
             Ok(entries) => entries.count(),

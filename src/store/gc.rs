@@ -92,8 +92,13 @@ impl Store {
     /// Marks a blob as just used (mtime = now), so a concurrent `gc` keeps it
     /// for a grace period. Writers call this for every blob of an image right
     /// before naming it. Fails with `BlobNotFound` if the blob is gone.
+    /// A blob known only by its registry location has its record touched.
     pub fn touch_blob(&self, d: &Digest) -> Result<(), StoreError> {
-        let path = self.blob_path(d);
+        let path = if !self.has(d) && self.remote_path(d).is_file() {
+            self.remote_path(d)
+        } else {
+            self.blob_path(d)
+        };
         let f = fs::File::options().append(true).open(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 StoreError::BlobNotFound {
@@ -191,6 +196,29 @@ impl Store {
         }
         if !report.removed.is_empty() {
             self.sync_dir(&dir)?;
+        }
+        // Remote records follow the blob rules: unreferenced and old, or
+        // redundant because the bytes are here.
+        for (digest, path) in self.remote_records()? {
+            let redundant = self.has(&digest);
+            if !redundant && referenced.contains(&digest) {
+                continue;
+            }
+            if !redundant && opts.only.as_ref().is_some_and(|o| !o.contains(&digest)) {
+                continue;
+            }
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            if !redundant && age(&meta) < opts.grace && !opts.immediate.contains(&digest) {
+                report.kept_young += 1;
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => report.reclaimed += meta.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io(format!("remove {}", path.display()), e)),
+            }
         }
         if opts.only.is_none() {
             let tmp = self.tmp_dir();

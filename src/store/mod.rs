@@ -7,6 +7,7 @@
 //! <root>/tmp/                in-flight writes (same filesystem, so rename is atomic)
 //! <root>/lock                flock target serialising index.json updates
 //! <root>/cache/              the layer cache index (see `cache.rs`)
+//! <root>/remote/             blobs known by registry location only (see `remote.rs`)
 //! ```
 //!
 //! Ordering rule: blobs are written (and fsynced) before any name refers to
@@ -23,6 +24,7 @@ mod error;
 mod fsutil;
 mod gc;
 mod names;
+mod remote;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
@@ -42,6 +44,7 @@ pub use digest::Digest;
 pub use error::StoreError;
 pub use gc::{GcOptions, GcReport, DEFAULT_GRACE};
 pub use names::{Descriptor, REF_NAME_ANNOTATION};
+pub use remote::RemoteBlob;
 pub use unpacked::{
     chain_ids, walk_cache_paths, LayerSource, UnpackError, Unpacked, WalkCachePaths,
 };

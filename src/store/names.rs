@@ -80,7 +80,7 @@ impl Store {
         let _lock = self.lock_exclusive()?;
         if let Some(missing) = std::iter::once(&desc.digest)
             .chain(needs)
-            .find(|d| !self.has(d))
+            .find(|d| !self.knows(d))
         {
             return Err(StoreError::MissingBlob {
                 root: self.root.clone(),

@@ -87,9 +87,12 @@ impl<'a> Bases<'a> {
         let credential = AuthConfig::open(&env)
             .and_then(|c| c.get(parsed.registry()))
             .map_err(|e| e.to_string())?;
+        // Layers stay in the registry until a step needs their bytes
+        // (`Engine::fetch_layers`): a fully cached build never reads them.
         let opts = PullOptions {
             platform: platform.clone(),
             client: self.client.clone(),
+            lazy_layers: true,
             ..PullOptions::default()
         };
         let pulled = registry::pull(self.store, &parsed, credential, &opts, &self.progress)
@@ -106,5 +109,27 @@ impl BaseImageEnv for Bases<'_> {
             return Vec::new();
         };
         super::state::split_env(&img.config.config.and_then(|c| c.env).unwrap_or_default())
+    }
+}
+
+impl super::Engine<'_> {
+    /// Fetches the layers of `state` that the store knows only by their
+    /// registry location: called right before anything reads the tree
+    /// (RUN, COPY/ADD, WORKDIR, a `--mount from=`), never on a cache hit.
+    pub(super) fn fetch_layers(
+        &self,
+        state: &super::ImageState,
+        sref: &super::error::StepRef,
+    ) -> Result<(), EngineError> {
+        let digests: Vec<crate::store::Digest> =
+            state.layers.iter().map(|l| l.digest.clone()).collect();
+        registry::lazy::ensure_blobs(
+            self.store,
+            &digests,
+            &self.req.client,
+            &self.reporter.transfer_progress(),
+        )
+        .map_err(sref.wrap("fetch the image's layers"))?;
+        Ok(())
     }
 }

@@ -37,6 +37,7 @@ fn chain_id(state: &ImageState) -> Digest {
 
 impl Engine<'_> {
     fn tree(&self, state: &ImageState, sref: &StepRef) -> Result<Tree, EngineError> {
+        self.fetch_layers(state, sref)?;
         let sources = state.layer_sources();
         let unpacked = self
             .store

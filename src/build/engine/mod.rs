@@ -14,6 +14,7 @@ mod error;
 mod metadata;
 mod onbuild;
 mod progress;
+mod remote_cache;
 mod run;
 mod state;
 mod workdir;
@@ -25,6 +26,7 @@ use std::time::Instant;
 pub use bases::PullPolicy;
 pub use error::EngineError;
 pub use progress::{ProgressMode, Reporter, Summary};
+pub use remote_cache::{CacheLocation, CacheMode, CacheSpec, CACHE_MEDIA_TYPE};
 pub use run::SecretSource;
 pub use state::ImageState;
 
@@ -70,6 +72,10 @@ pub struct BuildRequest {
     pub reporter: Option<Reporter>,
     /// Print why each cache miss missed.
     pub explain_cache: bool,
+    /// Caches imported into the store's layer cache before the first step.
+    pub cache_from: Vec<CacheSpec>,
+    /// Caches written after the build (see `remote_cache`).
+    pub cache_to: Vec<CacheSpec>,
 }
 
 /// The built image.
@@ -105,6 +111,8 @@ pub struct Engine<'a> {
     hashcache: Option<HashCache>,
     /// Names this Dockerfile in cache slots (`--explain-cache`).
     dockerfile_id: String,
+    /// Every step's cache record (hit or run), for `--cache-to`.
+    records: Vec<remote_cache::StepRecord>,
 }
 
 /// Plans `df` (pulling FROM images as the plan needs their ENV) and builds
@@ -172,7 +180,9 @@ pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built
         steps_run: 0,
         hashcache,
         dockerfile_id,
+        records: Vec::new(),
     };
+    eng.import_caches();
     let stages = eng.plan.stages.clone();
     let total = stages.len();
     for (n, stage) in stages.iter().enumerate() {
@@ -198,6 +208,7 @@ pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built
     let last = state.config.history.last().and_then(|h| h.created.clone());
     state.config.created = Some(last.unwrap_or_else(|| eng.created.clone()));
     let manifest = state.commit(store)?;
+    eng.export_caches(&eng.records)?;
     let id = manifest_config_digest(store, &manifest)?;
     let size = state.layers.iter().map(|l| l.size).sum::<u64>();
     Ok(Built {
@@ -390,6 +401,11 @@ impl<'a> Engine<'a> {
                 Some(rec) => {
                     let img = crate::transport::StoredImage::load(self.store, &rec.image)
                         .map_err(sref.wrap("read the cached image"))?;
+                    self.records.push(remote_cache::StepRecord {
+                        stage: stage.index,
+                        key: step_key.clone(),
+                        record: rec.clone(),
+                    });
                     let cmd_set = state.cmd_set || matches!(step.instruction, Instruction::Cmd(_));
                     state = ImageState::from_image(&img, state.docker);
                     state.cmd_set = cmd_set;
@@ -412,6 +428,11 @@ impl<'a> Engine<'a> {
                     self.store
                         .cache_put(&step_key, &rec)
                         .map_err(error::store_err("record the step in the layer cache"))?;
+                    self.records.push(remote_cache::StepRecord {
+                        stage: stage.index,
+                        key: step_key.clone(),
+                        record: rec,
+                    });
                     self.steps_run += 1;
                     self.reporter.done(false, t.elapsed());
                 }

@@ -105,6 +105,7 @@ pub fn run(
     sref: &StepRef,
 ) -> Result<(Descriptor, Digest), EngineError> {
     let argv = argv(state, r);
+    eng.fetch_layers(state, sref)?;
     let prepared = prepare(eng, r, sref)?;
     let cfg = state.config.config.clone().unwrap_or_default();
     let mut env = cfg.env.clone().unwrap_or_default();
@@ -336,6 +337,7 @@ fn bind_mount(
             .ok_or_else(|| sref.fail("--mount=type=bind: there is no build context"))?,
         Some(from) => {
             let src = eng.source_state(from, sref)?;
+            eng.fetch_layers(&src, sref)?;
             let unpacked = eng
                 .store
                 .ensure_unpacked(&src.layer_sources(), Mode::Flatten)

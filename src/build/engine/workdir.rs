@@ -17,6 +17,7 @@ pub fn make_dir(
     wd: &str,
     sref: &StepRef,
 ) -> Result<Option<(Descriptor, Digest)>, EngineError> {
+    eng.fetch_layers(state, sref)?;
     let unpacked = eng
         .store
         .ensure_unpacked(&state.layer_sources(), eng.lower_mode)

@@ -1,0 +1,533 @@
+//! `--cache-from` / `--cache-to`: the layer cache shared through a registry
+//! (`type=registry,ref=REPO[:TAG]`) or an OCI layout directory
+//! (`type=local,src|dest=DIR`), for builders whose store starts empty.
+//!
+//! The cache is one OCI image manifest at the reference:
+//!
+//! ```text
+//! manifest  artifactType + config.mediaType = application/vnd.kiln.cache.v1+json
+//!   config  {"version":1,"records":[{key, slot, inputs, image, manifest, config}]}
+//!           image: the descriptor of the step's resulting image manifest;
+//!           manifest/config: that manifest's and config's exact JSON text
+//!   layers  every layer blob of every record's image (deduplicated), so
+//!           the registry keeps them and a push can mount them
+//! ```
+//!
+//! Why this shape: the whole index comes in two small GETs (manifest,
+//! config), so every step's lookup is answered at once, before the first
+//! step, and a miss never stops the lookups after it (keys are
+//! content-based, a later step can hit again). A hit needs only the step
+//! image's manifest and config, which are inline, to compute the next key:
+//! the layers stay in the registry as remote records (`store::RemoteBlob`)
+//! until a step that executes needs the tree, or an output needs the bytes.
+//!
+//! Exporting pushes each layer with the push path's rules: a `HEAD` when the
+//! cache repository has it, a cross-repository mount when it is elsewhere on
+//! that registry, an upload only otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::{self, media_types, Manifest};
+use crate::registry::reference::Reference;
+use crate::registry::{self, RegistryError};
+use crate::store::{CacheRecord, Descriptor, Digest, RemoteBlob, Store, StoreError};
+
+use super::error::EngineError;
+use super::Engine;
+
+/// Media type of the cache document's config and its artifact type.
+pub const CACHE_MEDIA_TYPE: &str = "application/vnd.kiln.cache.v1+json";
+const CACHE_VERSION: u32 = 1;
+/// Largest cache config accepted from a registry.
+const MAX_CACHE_CONFIG: u64 = 64 * 1024 * 1024;
+
+/// Which steps an export carries (BuildKit's `mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Only the steps of the target stage.
+    #[default]
+    Min,
+    /// The steps of every stage built.
+    Max,
+}
+
+/// Where a cache lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheLocation {
+    /// `REPO[:TAG]` in a registry.
+    Registry(String),
+    /// An OCI layout directory; the cache manifest is named `tag` there.
+    Local { dir: PathBuf, tag: String },
+}
+
+/// One `--cache-from` or `--cache-to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub location: CacheLocation,
+    pub mode: CacheMode,
+}
+
+impl CacheSpec {
+    /// BuildKit's flag syntax: `type=registry,ref=REF[,mode=min|max]`,
+    /// `type=local,src=DIR` (import) / `type=local,dest=DIR` (export); a
+    /// bare `REF` is a registry reference (docker's `--cache-from`).
+    pub fn parse(spec: &str, export: bool) -> Result<CacheSpec, String> {
+        if !spec.contains('=') {
+            return Ok(CacheSpec {
+                location: CacheLocation::Registry(spec.to_string()),
+                mode: CacheMode::Min,
+            });
+        }
+        let mut fields = BTreeMap::new();
+        for f in spec.split(',') {
+            let (k, v) = f
+                .split_once('=')
+                .ok_or_else(|| format!("{spec:?}: {f:?} is not KEY=VALUE"))?;
+            fields.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let mode = match fields.get("mode").map(String::as_str) {
+            None | Some("min") => CacheMode::Min,
+            Some("max") => CacheMode::Max,
+            Some(m) => return Err(format!("{spec:?}: mode={m}: min or max")),
+        };
+        let kind = fields.get("type").map(String::as_str).unwrap_or("registry");
+        let location = match kind {
+            "registry" => CacheLocation::Registry(
+                fields
+                    .get("ref")
+                    .cloned()
+                    .ok_or_else(|| format!("{spec:?}: type=registry needs ref=REPO[:TAG]"))?,
+            ),
+            "local" => {
+                let key = if export { "dest" } else { "src" };
+                CacheLocation::Local {
+                    dir: fields
+                        .get(key)
+                        .map(PathBuf::from)
+                        .ok_or_else(|| format!("{spec:?}: type=local needs {key}=DIR"))?,
+                    tag: fields
+                        .get("tag")
+                        .cloned()
+                        .unwrap_or_else(|| "latest".into()),
+                }
+            }
+            other => return Err(format!("{spec:?}: cache type {other:?}: registry or local")),
+        };
+        Ok(CacheSpec { location, mode })
+    }
+
+    fn describe(&self) -> String {
+        match &self.location {
+            CacheLocation::Registry(r) => r.clone(),
+            CacheLocation::Local { dir, tag } => format!("{}:{tag}", dir.display()),
+        }
+    }
+}
+
+/// The cache document's config.
+#[derive(Serialize, Deserialize)]
+struct CacheConfig {
+    version: u32,
+    records: Vec<Entry>,
+}
+
+/// One step: its key and the image it produced, with that image's
+/// manifest and config inline (their exact text).
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    key: Digest,
+    slot: String,
+    inputs: BTreeMap<String, String>,
+    image: Descriptor,
+    manifest: String,
+    config: String,
+}
+
+/// A step's record as the engine saw it (hit or run), for export.
+#[derive(Debug, Clone)]
+pub(super) struct StepRecord {
+    pub stage: usize,
+    pub key: Digest,
+    pub record: CacheRecord,
+}
+
+fn err(what: &str) -> impl FnOnce(RegistryError) -> EngineError + '_ {
+    move |e| EngineError::Other(format!("{what}: {e}"))
+}
+
+fn store_err(what: &str) -> impl FnOnce(StoreError) -> EngineError + '_ {
+    move |e| EngineError::Other(format!("{what}: {e}"))
+}
+
+impl Engine<'_> {
+    /// Imports every `--cache-from` into the store's layer cache (records
+    /// whose layers stay remote); a cache that cannot be read is a warning,
+    /// not a failure, as with BuildKit.
+    pub(super) fn import_caches(&self) {
+        for spec in &self.req.cache_from {
+            let t = std::time::Instant::now();
+            match self.import_cache(spec) {
+                Ok(n) => self.reporter.note(&format!(
+                    "cache: imported {n} record(s) from {} in {:.2?}",
+                    spec.describe(),
+                    t.elapsed()
+                )),
+                Err(e) => self
+                    .reporter
+                    .note(&format!("warning: cache from {}: {e}", spec.describe())),
+            }
+        }
+    }
+
+    fn import_cache(&self, spec: &CacheSpec) -> Result<usize, EngineError> {
+        match &spec.location {
+            CacheLocation::Registry(r) => self.import_registry(r),
+            CacheLocation::Local { dir, tag } => self.import_local(dir, tag),
+        }
+    }
+
+    fn import_registry(&self, reference: &str) -> Result<usize, EngineError> {
+        let what = format!("read the cache {reference}");
+        let r = Reference::parse(reference).map_err(|e| EngineError::Other(e.to_string()))?;
+        let client = registry::lazy::connect_to(&r, &self.req.client).map_err(err(&what))?;
+        let repo = r.repository();
+        let target = r.digest().or(r.tag()).unwrap_or("latest");
+        let (bytes, _, _) = match client.get_manifest(repo, target) {
+            Ok(m) => m,
+            Err(RegistryError::ManifestUnknown { .. }) => {
+                self.reporter
+                    .note(&format!("cache: no cache at {reference} yet"));
+                return Ok(0);
+            }
+            Err(e) => return Err(err(&what)(e)),
+        };
+        let config_desc = cache_config_descriptor(&bytes)?;
+        let mut body = Vec::new();
+        client
+            .get_blob(repo, &config_desc.digest)
+            .map_err(err(&what))?
+            .take(MAX_CACHE_CONFIG)
+            .read_to_end(&mut body)
+            .map_err(|e| EngineError::Other(format!("{what}: {e}")))?;
+        if Digest::of_bytes(&body) != config_desc.digest {
+            return Err(EngineError::Other(format!(
+                "{what}: config does not match its digest {}",
+                config_desc.digest
+            )));
+        }
+        let location = |d: &Descriptor| -> Result<(), EngineError> {
+            self.store
+                .put_remote(&RemoteBlob {
+                    digest: d.digest.clone(),
+                    size: d.size,
+                    media_type: d.media_type.clone(),
+                    registry: r.registry().to_string(),
+                    repository: repo.to_string(),
+                })
+                .map_err(store_err("record a cached layer"))
+        };
+        import_records(self.store, &body, &location)
+    }
+
+    fn import_local(&self, dir: &Path, tag: &str) -> Result<usize, EngineError> {
+        if !dir.join("index.json").is_file() {
+            self.reporter
+                .note(&format!("cache: no cache in {} yet", dir.display()));
+            return Ok(0);
+        }
+        let src = Store::open(dir).map_err(store_err("open the cache directory"))?;
+        let Some(desc) = src
+            .resolve(tag)
+            .map_err(store_err("read the cache index"))?
+        else {
+            self.reporter
+                .note(&format!("cache: no {tag:?} in {}", dir.display()));
+            return Ok(0);
+        };
+        let bytes = src
+            .read_blob(&desc.digest)
+            .map_err(store_err("read the cache manifest"))?;
+        let config_desc = cache_config_descriptor(&bytes)?;
+        let body = src
+            .read_blob(&config_desc.digest)
+            .map_err(store_err("read the cache config"))?;
+        let copy = |d: &Descriptor| copy_blob(&src, self.store, &d.digest);
+        import_records(self.store, &body, &copy)
+    }
+
+    /// Writes every `--cache-to` from the records of this build's steps.
+    pub(super) fn export_caches(&self, records: &[StepRecord]) -> Result<(), EngineError> {
+        for spec in &self.req.cache_to {
+            let t = std::time::Instant::now();
+            let chosen: Vec<&StepRecord> = records
+                .iter()
+                .filter(|r| spec.mode == CacheMode::Max || r.stage == self.plan.target)
+                .collect();
+            let (config_bytes, layers) = cache_document(self.store, &chosen)?;
+            let summary = match &spec.location {
+                CacheLocation::Registry(r) => self.export_registry(r, &config_bytes, &layers)?,
+                CacheLocation::Local { dir, tag } => {
+                    self.export_local(dir, tag, &config_bytes, &layers)?
+                }
+            };
+            self.reporter.note(&format!(
+                "cache: exported {} record(s), {} layer(s) to {} ({summary}) in {:.2?}",
+                chosen.len(),
+                layers.len(),
+                spec.describe(),
+                t.elapsed()
+            ));
+        }
+        Ok(())
+    }
+
+    fn export_registry(
+        &self,
+        reference: &str,
+        config_bytes: &[u8],
+        layers: &[Descriptor],
+    ) -> Result<String, EngineError> {
+        let what = format!("write the cache {reference}");
+        let r = Reference::parse(reference).map_err(|e| EngineError::Other(e.to_string()))?;
+        if r.digest().is_some() {
+            return Err(EngineError::Other(format!(
+                "{what}: a cache is written to a tag, not a digest"
+            )));
+        }
+        let client = registry::lazy::connect_to(&r, &self.req.client).map_err(err(&what))?;
+        let repo = r.repository();
+        let (config_digest, config_size) = self
+            .store
+            .put_bytes(config_bytes)
+            .map_err(store_err("store the cache config"))?;
+        let config = descriptor(CACHE_MEDIA_TYPE, config_digest, config_size);
+        let mut blobs = layers.to_vec();
+        blobs.push(config.clone());
+        let progress = self.reporter.transfer_progress();
+        let (uploaded, mounted, existed) = registry::push::push_blobs(
+            self.store,
+            &client,
+            repo,
+            &blobs,
+            &self.req.client,
+            &progress,
+        )
+        .map_err(err(&what))?;
+        let manifest = cache_manifest(&config, layers)?;
+        client
+            .put_manifest(
+                repo,
+                r.tag().unwrap_or("latest"),
+                media_types::OCI_MANIFEST,
+                &manifest,
+            )
+            .map_err(err(&what))?;
+        Ok(format!(
+            "{uploaded} uploaded, {mounted} mounted, {existed} already there"
+        ))
+    }
+
+    fn export_local(
+        &self,
+        dir: &Path,
+        tag: &str,
+        config_bytes: &[u8],
+        layers: &[Descriptor],
+    ) -> Result<String, EngineError> {
+        let digests: Vec<Digest> = layers.iter().map(|l| l.digest.clone()).collect();
+        registry::lazy::ensure_blobs(
+            self.store,
+            &digests,
+            &self.req.client,
+            &self.reporter.transfer_progress(),
+        )
+        .map_err(err("fetch layers for the cache"))?;
+        let dest = Store::open(dir).map_err(store_err("open the cache directory"))?;
+        let mut copied = 0;
+        for d in &digests {
+            if !dest.has(d) {
+                copy_blob(self.store, &dest, d)?;
+                copied += 1;
+            }
+        }
+        let (cd, cs) = dest
+            .put_bytes(config_bytes)
+            .map_err(store_err("store the cache config"))?;
+        let config = descriptor(CACHE_MEDIA_TYPE, cd, cs);
+        let manifest = cache_manifest(&config, layers)?;
+        let (md, ms) = dest
+            .put_bytes(&manifest)
+            .map_err(store_err("store the cache manifest"))?;
+        dest.set_name(tag, descriptor(media_types::OCI_MANIFEST, md, ms))
+            .map_err(store_err("name the cache"))?;
+        Ok(format!(
+            "{copied} copied, {} already there",
+            digests.len() - copied
+        ))
+    }
+}
+
+fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: media_type.to_string(),
+        digest,
+        size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    }
+}
+
+/// The cache document's config descriptor, refusing a manifest that is not
+/// a kiln cache.
+fn cache_config_descriptor(manifest: &[u8]) -> Result<Descriptor, EngineError> {
+    let m: Manifest = image::parse(media_types::OCI_MANIFEST, manifest)
+        .map_err(|e| EngineError::Other(format!("cache manifest: {e}")))?;
+    if m.config.media_type != CACHE_MEDIA_TYPE {
+        return Err(EngineError::Other(format!(
+            "not a kiln cache (config media type {:?}, want {CACHE_MEDIA_TYPE:?})",
+            m.config.media_type
+        )));
+    }
+    Ok(m.config)
+}
+
+/// The manifest naming `config` and every layer.
+fn cache_manifest(config: &Descriptor, layers: &[Descriptor]) -> Result<Vec<u8>, EngineError> {
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::OCI_MANIFEST,
+        "artifactType": CACHE_MEDIA_TYPE,
+        "config": config,
+        "layers": layers,
+    });
+    image::to_canonical_json(&doc)
+        .map_err(|e| EngineError::Other(format!("encode the cache manifest: {e}")))
+}
+
+/// The cache config for `records` (first record of a key wins) and the
+/// layers their images use, deduplicated, in first-use order.
+fn cache_document(
+    store: &Store,
+    records: &[&StepRecord],
+) -> Result<(Vec<u8>, Vec<Descriptor>), EngineError> {
+    let mut keys = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut layers = Vec::new();
+    let mut entries = Vec::new();
+    for r in records {
+        if !keys.insert(r.key.clone()) {
+            continue;
+        }
+        let image = &r.record.image;
+        let manifest_bytes = store
+            .read_blob(&image.digest)
+            .map_err(store_err("read a step's manifest"))?;
+        let manifest: Manifest = image::parse(&image.media_type, &manifest_bytes)
+            .map_err(|e| EngineError::Other(format!("step manifest {}: {e}", image.digest)))?;
+        let config_bytes = store
+            .read_blob(&manifest.config.digest)
+            .map_err(store_err("read a step's config"))?;
+        for l in &manifest.layers {
+            if seen.insert(l.digest.clone()) {
+                layers.push(l.clone());
+            }
+        }
+        let text = |b: Vec<u8>, what: &str| {
+            String::from_utf8(b).map_err(|_| {
+                EngineError::Other(format!("step {what} {} is not UTF-8", image.digest))
+            })
+        };
+        entries.push(Entry {
+            key: r.key.clone(),
+            slot: r.record.slot.clone(),
+            inputs: r.record.inputs.clone(),
+            image: image.clone(),
+            manifest: text(manifest_bytes, "manifest")?,
+            config: text(config_bytes, "config")?,
+        });
+    }
+    let config = CacheConfig {
+        version: CACHE_VERSION,
+        records: entries,
+    };
+    let bytes = image::to_canonical_json(&config)
+        .map_err(|e| EngineError::Other(format!("encode the cache config: {e}")))?;
+    Ok((bytes, layers))
+}
+
+/// Stores each record's manifest and config, makes each of its layers known
+/// (`layer`: a remote record or a copy), then records the key. Keys the
+/// store already has are left alone. Returns the records added.
+fn import_records(
+    store: &Store,
+    config: &[u8],
+    layer: &dyn Fn(&Descriptor) -> Result<(), EngineError>,
+) -> Result<usize, EngineError> {
+    let doc: CacheConfig = serde_json::from_slice(config)
+        .map_err(|e| EngineError::Other(format!("cache config: {e}")))?;
+    if doc.version != CACHE_VERSION {
+        return Err(EngineError::Other(format!(
+            "cache config version {} (kiln reads {CACHE_VERSION})",
+            doc.version
+        )));
+    }
+    let mut added = 0;
+    for e in doc.records {
+        if store
+            .cache_get(&e.key)
+            .map_err(store_err("look up the layer cache"))?
+            .is_some()
+        {
+            continue;
+        }
+        let manifest: Manifest = image::parse(&e.image.media_type, e.manifest.as_bytes())
+            .map_err(|x| EngineError::Other(format!("cached manifest {}: {x}", e.image.digest)))?;
+        if Digest::of_bytes(e.config.as_bytes()) != manifest.config.digest {
+            return Err(EngineError::Other(format!(
+                "cached config of {} does not match its digest",
+                e.image.digest
+            )));
+        }
+        store
+            .put_reader(e.config.as_bytes(), Some(&manifest.config.digest))
+            .map_err(store_err("store a cached config"))?;
+        for l in &manifest.layers {
+            if !store.knows(&l.digest) {
+                layer(l)?;
+            }
+        }
+        // Verified against the record's digest: a document that lies is refused.
+        store
+            .put_reader(e.manifest.as_bytes(), Some(&e.image.digest))
+            .map_err(store_err("store a cached manifest"))?;
+        store
+            .cache_put(
+                &e.key,
+                &CacheRecord {
+                    image: e.image,
+                    inputs: e.inputs,
+                    slot: e.slot,
+                },
+            )
+            .map_err(store_err("record a cached step"))?;
+        added += 1;
+    }
+    Ok(added)
+}
+
+/// Copies blob `d` from one store to another (verified on the way).
+fn copy_blob(from: &Store, to: &Store, d: &Digest) -> Result<(), EngineError> {
+    if to.has(d) {
+        return Ok(());
+    }
+    let reader = from
+        .open_blob(d)
+        .map_err(store_err("read a cached layer"))?;
+    to.put_reader(reader, Some(d))
+        .map_err(store_err("copy a cached layer"))?;
+    Ok(())
+}
