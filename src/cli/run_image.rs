@@ -56,6 +56,7 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<()> {
     let (_, entry) = transport::find_image(&store, &args.image)
         .with_context(|| format!("image {:?}", args.image))?;
     let img = entry.image;
+    super::remote::fetch_remote_layers(&store, &args.image, &Default::default(), true)?;
     let cfg = img.config.config.clone().unwrap_or_default();
     let entrypoint: Vec<String> = match &args.entrypoint {
         Some(e) if e.is_empty() => Vec::new(),

@@ -59,6 +59,7 @@ pub fn run(root: Option<PathBuf>, args: RunStepArgs) -> Result<()> {
         [one] => vec!["/bin/sh".into(), "-c".into(), one.clone()],
         many => many.to_vec(),
     };
+    super::remote::fetch_remote_layers(&store, &args.image, &Default::default(), true)?;
     let mut input = StepInput::new(args.image, argv);
     input.snapshotter = match args.snapshotter.as_str() {
         "auto" => None,

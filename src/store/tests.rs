@@ -595,3 +595,86 @@ fn concurrent_cache_writers_and_prune_leave_check_clean() {
         }
     }
 }
+
+fn remote_of(d: &Digest) -> RemoteBlob {
+    RemoteBlob {
+        digest: d.clone(),
+        size: 7,
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        registry: "127.0.0.1:5000".into(),
+        repository: "base".into(),
+    }
+}
+
+/// Moves every remote record's mtime two hours back.
+fn age_all_remote(root: &Path) {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    for e in fs::read_dir(root.join("remote")).unwrap() {
+        fs::File::options()
+            .append(true)
+            .open(e.unwrap().path())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_remote_layer_counts_for_names_cache_and_check_until_gc_drops_it() {
+    let (dir, s) = store();
+    let (img, [manifest, config, layer]) = put_image(&s, "a");
+    fs::remove_file(s.blob_path(&layer)).unwrap();
+    // Neither bytes nor a record: refused.
+    assert!(s
+        .set_name_with_blobs("app", img.clone(), &[config.clone(), layer.clone()])
+        .is_err());
+    assert!(s
+        .cache_put(&key("k"), &record(img.clone(), "slot", "RUN a"))
+        .is_err());
+    s.put_remote(&remote_of(&layer)).unwrap();
+    assert!(s.knows(&layer) && !s.has(&layer));
+    assert_eq!(s.remote(&layer), Some(remote_of(&layer)));
+    s.touch_blob(&layer).unwrap();
+    s.set_name_with_blobs("app", img.clone(), &[config.clone(), layer.clone()])
+        .unwrap();
+    let rec = record(img.clone(), "slot", "RUN a");
+    s.cache_put(&key("k"), &rec).unwrap();
+    assert_eq!(s.cache_get(&key("k")).unwrap(), Some(rec));
+    let report = s.check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.remote_blobs, 1);
+
+    // Referenced records survive gc, however old.
+    age_all_blobs(dir.path());
+    age_all_remote(dir.path());
+    s.gc(&GcOptions::default()).unwrap();
+    assert!(s.remote(&layer).is_some());
+    // Unreferenced (name removed, cache dropped) and old: gone with the blobs.
+    s.remove_name("app").unwrap();
+    s.gc(&GcOptions {
+        drop_cache: true,
+        ..GcOptions::default()
+    })
+    .unwrap();
+    assert!(!s.knows(&layer) && !s.has(&manifest));
+    assert_eq!(s.check().unwrap().remote_blobs, 0);
+
+    // A record whose bytes arrived is redundant: gc drops it at once.
+    let (_, [_, _, layer2]) = put_image(&s, "b");
+    fs::write(
+        s.remote_path(&layer2),
+        serde_json::to_vec(&remote_of(&layer2)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s.remote(&layer2), None, "bytes win over the record");
+    s.gc(&GcOptions::default()).unwrap();
+    assert!(!s.remote_path(&layer2).exists());
+    // A record naming another digest is corrupt for check.
+    fs::write(
+        s.remote_path(&layer),
+        serde_json::to_vec(&remote_of(&layer2)).unwrap(),
+    )
+    .unwrap();
+    let report = s.check().unwrap();
+    assert_eq!(report.corrupt_remote_records.len(), 1, "{report:?}");
+}

@@ -169,7 +169,8 @@ pub fn dangling_images(store: &Store) -> Result<Vec<ImageEntry>, TransportError>
         let Ok(image) = StoredImage::load(store, &desc) else {
             continue;
         };
-        if image.manifest.layers.iter().all(|l| store.has(&l.digest))
+        // A layer known only by its registry location counts (`store::RemoteBlob`).
+        if image.manifest.layers.iter().all(|l| store.knows(&l.digest))
             && !out.iter().any(|e| e.image.id() == image.id())
         {
             out.push(ImageEntry {
