@@ -259,3 +259,53 @@ fn local_cache_dir_round_trips_and_mode_max_carries_every_stage() {
     let copy_run = steps.iter().find(|(t, _)| t.contains("/copy")).unwrap();
     assert!(copy_run.1, "{err3}");
 }
+
+#[test]
+fn cache_mount_contents_travel_with_mode_max_and_arrive_only_when_a_run_executes() {
+    let registry = Registry::start();
+    let first = rootless();
+    let base = push_base(&first, &registry);
+    let df = format!(
+        "FROM {base}\nARG V=1\n\
+         RUN --mount=type=cache,id=pkgs,target=/cache echo \"$V\" >> /cache/log && cat /cache/log > /seen\n"
+    );
+    let ctx = context(&first, &df);
+    let cache = format!("{}/cache:mounts", registry.addr());
+    let to = format!("type=registry,ref={cache},mode=max");
+    let (_, err1) = build(&first, &["--cache-to", &to, "--build-arg", "V=1"], &ctx);
+    assert!(err1.contains("cache: exported"), "{err1}");
+    let doc = remote_manifest(&cache);
+    let mount_layers = doc["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["mediaType"] == "application/vnd.kiln.cache.mount.v1.tar+gzip")
+        .count();
+    assert_eq!(mount_layers, 1, "{doc}");
+    assert_eq!(doc["artifactType"], "application/vnd.kiln.cache.v1+json");
+
+    // A fresh store whose RUN must execute (another V) sees the old contents.
+    let second = rootless();
+    let ctx2 = context(&second, &df);
+    let from = format!("type=registry,ref={cache}");
+    let out = second.subdir("files");
+    let dest = format!("type=local,dest={}", out.display());
+    let (_, err2) = build(
+        &second,
+        &["--cache-from", &from, "--build-arg", "V=2", "-o", &dest],
+        &ctx2,
+    );
+    assert!(err2.contains("contents from the imported cache"), "{err2}");
+    assert_eq!(fs::read_to_string(out.join("seen")).unwrap(), "1\n2\n");
+
+    // With the same V everything hits, and the mount is never unpacked.
+    let third = rootless();
+    let ctx3 = context(&third, &df);
+    let (_, err3) = build(
+        &third,
+        &["--cache-from", &from, "--build-arg", "V=1"],
+        &ctx3,
+    );
+    assert!(!err3.contains("contents from the imported cache"), "{err3}");
+    assert!(err3.contains("0 steps run"), "{err3}");
+}

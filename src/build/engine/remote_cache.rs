@@ -69,6 +69,9 @@ pub enum CacheLocation {
 pub struct CacheSpec {
     pub location: CacheLocation,
     pub mode: CacheMode,
+    /// Export the contents of `RUN --mount=type=cache` directories too
+    /// (`mounts=true`; default: with `mode=max`).
+    pub mounts: bool,
 }
 
 impl CacheSpec {
@@ -80,6 +83,7 @@ impl CacheSpec {
             return Ok(CacheSpec {
                 location: CacheLocation::Registry(spec.to_string()),
                 mode: CacheMode::Min,
+                mounts: false,
             });
         }
         let mut fields = BTreeMap::new();
@@ -117,7 +121,17 @@ impl CacheSpec {
             }
             other => return Err(format!("{spec:?}: cache type {other:?}: registry or local")),
         };
-        Ok(CacheSpec { location, mode })
+        let mounts = match fields.get("mounts").map(String::as_str) {
+            None => mode == CacheMode::Max,
+            Some("true") => true,
+            Some("false") => false,
+            Some(m) => return Err(format!("{spec:?}: mounts={m}: true or false")),
+        };
+        Ok(CacheSpec {
+            location,
+            mode,
+            mounts,
+        })
     }
 
     fn describe(&self) -> String {
@@ -133,7 +147,23 @@ impl CacheSpec {
 struct CacheConfig {
     version: u32,
     records: Vec<Entry>,
+    /// `RUN --mount=type=cache` contents, one gzip tar per cache id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<MountEntry>,
 }
+
+/// A cache mount's contents: its id and the blob holding them.
+#[derive(Serialize, Deserialize, Clone)]
+struct MountEntry {
+    id: String,
+    blob: Descriptor,
+}
+
+/// Media type of a cache mount's contents blob.
+pub const MOUNT_MEDIA_TYPE: &str = "application/vnd.kiln.cache.mount.v1.tar+gzip";
+/// Beside a cache mount's directory name: the digest of the contents a
+/// `--cache-from` brought for it, unpacked when a RUN first uses the mount.
+const MOUNT_SEED_SUFFIX: &str = ".seed";
 
 /// One step: its key and the image it produced, with that image's
 /// manifest and config inline (their exact text).
@@ -267,7 +297,12 @@ impl Engine<'_> {
                 .iter()
                 .filter(|r| spec.mode == CacheMode::Max || r.stage == self.plan.target)
                 .collect();
-            let (config_bytes, layers) = cache_document(self.store, &chosen)?;
+            let mounts = if spec.mounts {
+                self.pack_mounts()?
+            } else {
+                Vec::new()
+            };
+            let (config_bytes, layers) = cache_document(self.store, &chosen, mounts)?;
             let summary = match &spec.location {
                 CacheLocation::Registry(r) => self.export_registry(r, &config_bytes, &layers)?,
                 CacheLocation::Local { dir, tag } => {
@@ -413,6 +448,7 @@ fn cache_manifest(config: &Descriptor, layers: &[Descriptor]) -> Result<Vec<u8>,
 fn cache_document(
     store: &Store,
     records: &[&StepRecord],
+    mounts: Vec<MountEntry>,
 ) -> Result<(Vec<u8>, Vec<Descriptor>), EngineError> {
     let mut keys = BTreeSet::new();
     let mut seen = BTreeSet::new();
@@ -450,9 +486,15 @@ fn cache_document(
             config: text(config_bytes, "config")?,
         });
     }
+    for m in &mounts {
+        if seen.insert(m.blob.digest.clone()) {
+            layers.push(m.blob.clone());
+        }
+    }
     let config = CacheConfig {
         version: CACHE_VERSION,
         records: entries,
+        mounts,
     };
     let bytes = image::to_canonical_json(&config)
         .map_err(|e| EngineError::Other(format!("encode the cache config: {e}")))?;
@@ -469,6 +511,30 @@ fn import_records(
 ) -> Result<usize, EngineError> {
     let doc: CacheConfig = serde_json::from_slice(config)
         .map_err(|e| EngineError::Other(format!("cache config: {e}")))?;
+    for m in &doc.mounts {
+        let dir = mount_dir(store, &m.id);
+        if dir.is_dir() || m.blob.media_type != MOUNT_MEDIA_TYPE {
+            continue; // this runner's own contents win
+        }
+        if !store.knows(&m.blob.digest) {
+            layer(&m.blob)?;
+        }
+        let seed = seed_path(&dir);
+        if let Some(parent) = seed.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| EngineError::Other(format!("cache mount {:?}: {e}", m.id)))?;
+        }
+        std::fs::write(&seed, m.blob.digest.as_str())
+            .map_err(|e| EngineError::Other(format!("cache mount {:?}: {e}", m.id)))?;
+    }
+    import_step_records(store, doc, layer)
+}
+
+fn import_step_records(
+    store: &Store,
+    doc: CacheConfig,
+    layer: &dyn Fn(&Descriptor) -> Result<(), EngineError>,
+) -> Result<usize, EngineError> {
     if doc.version != CACHE_VERSION {
         return Err(EngineError::Other(format!(
             "cache config version {} (kiln reads {CACHE_VERSION})",
@@ -529,5 +595,126 @@ fn copy_blob(from: &Store, to: &Store, d: &Digest) -> Result<(), EngineError> {
         .map_err(store_err("read a cached layer"))?;
     to.put_reader(reader, Some(d))
         .map_err(store_err("copy a cached layer"))?;
+    Ok(())
+}
+
+/// Where the cache mount `id` lives in the store (as `run::cache_mount`
+/// makes it).
+pub(super) fn mount_dir(store: &Store, id: &str) -> PathBuf {
+    let hex = image::digest_of(id.as_bytes()).hex().to_string();
+    store.root().join("cache").join("mounts").join(hex)
+}
+
+fn seed_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(MOUNT_SEED_SUFFIX);
+    dir.with_file_name(name)
+}
+
+/// Fills `into` (a new, empty cache mount directory for `dir`) with the
+/// contents a `--cache-from` brought for it, fetching the blob now: only a
+/// RUN that executes with the mount gets here. Returns whether it did; a
+/// failure is the caller's warning (a cache mount may start empty).
+pub(super) fn seed_mount(eng: &Engine, dir: &Path, into: &Path) -> Result<bool, String> {
+    let seed = seed_path(dir);
+    let Ok(text) = std::fs::read_to_string(&seed) else {
+        return Ok(false);
+    };
+    let _ = std::fs::remove_file(&seed);
+    let digest = Digest::parse(text.trim()).map_err(|e| e.to_string())?;
+    registry::lazy::ensure_blobs(
+        eng.store,
+        std::slice::from_ref(&digest),
+        &eng.req.client,
+        &eng.reporter.transfer_progress(),
+    )
+    .map_err(|e| e.to_string())?;
+    let blob = eng.store.open_blob(&digest).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.unpack(into).map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+impl Engine<'_> {
+    /// The ids of the cache mounts the RUN steps of this build name.
+    fn cache_mount_ids(&self) -> Vec<String> {
+        use crate::frontend::instructions::{Instruction, MountType};
+        let mut ids = BTreeSet::new();
+        for stage in &self.plan.stages {
+            for step in &stage.steps {
+                let Instruction::Run(r) = &step.instruction else {
+                    continue;
+                };
+                for m in super::run::mounts(r).unwrap_or_default() {
+                    if m.kind == MountType::Cache {
+                        if let Some(id) = m.id.clone().or(m.target.clone()) {
+                            ids.insert(id);
+                        }
+                    }
+                }
+            }
+        }
+        ids.into_iter().collect()
+    }
+
+    /// Each used cache mount's directory as a gzip tar blob in the store
+    /// (entries sorted, so unchanged contents give the same digest and the
+    /// export is a HEAD).
+    fn pack_mounts(&self) -> Result<Vec<MountEntry>, EngineError> {
+        let mut out = Vec::new();
+        for id in self.cache_mount_ids() {
+            let dir = mount_dir(self.store, &id);
+            if !dir.is_dir() {
+                continue;
+            }
+            let fail =
+                |e: std::io::Error| EngineError::Other(format!("pack cache mount {id:?}: {e}"));
+            let tmp =
+                tempfile::NamedTempFile::new_in(self.store.root().join("tmp")).map_err(fail)?;
+            {
+                let gz = flate2::write::GzEncoder::new(tmp.as_file(), flate2::Compression::fast());
+                let mut b = tar::Builder::new(gz);
+                b.follow_symlinks(false);
+                b.mode(tar::HeaderMode::Complete);
+                append_sorted(&mut b, &dir, Path::new("")).map_err(fail)?;
+                b.into_inner().and_then(|gz| gz.finish()).map_err(fail)?;
+            }
+            let f = std::fs::File::open(tmp.path()).map_err(fail)?;
+            let (digest, size) = self
+                .store
+                .put_reader(f, None)
+                .map_err(store_err("store a cache mount's contents"))?;
+            out.push(MountEntry {
+                id,
+                blob: descriptor(MOUNT_MEDIA_TYPE, digest, size),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Appends the entries under `root/rel`, sorted by name, depth first.
+fn append_sorted<W: std::io::Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+) -> std::io::Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(root.join(rel))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for name in names {
+        let path = rel.join(&name);
+        let full = root.join(&path);
+        let meta = std::fs::symlink_metadata(&full)?;
+        if meta.is_dir() {
+            b.append_dir(&path, &full)?;
+            append_sorted(b, root, &path)?;
+        } else {
+            b.append_path_with_name(&full, &path)?;
+        }
+    }
     Ok(())
 }

@@ -216,6 +216,17 @@ fn cache_mount(
         let mode = m.mode.unwrap_or(0o755);
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
             .map_err(io("set its mode"))?;
+        // Contents a --cache-from brought for this id, fetched only now
+        // that a RUN with the mount executes.
+        match super::remote_cache::seed_mount(eng, &dir, tmp.path()) {
+            Ok(true) => eng.reporter.note(&format!(
+                "cache mount {id:?}: contents from the imported cache"
+            )),
+            Ok(false) => {}
+            Err(e) => eng.reporter.note(&format!(
+                "warning: cache mount {id:?}: imported contents not used: {e}"
+            )),
+        }
         // Another build may have made it meanwhile: theirs wins.
         let _ = std::fs::rename(tmp.keep(), &dir);
     }
