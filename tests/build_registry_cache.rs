@@ -195,6 +195,29 @@ fn registry_cache_rebuild_in_fresh_store_runs_nothing_and_downloads_no_layer() {
         .collect();
     assert_eq!(mounts.len(), layers.len(), "{during:?}");
 
+    // Exporting the cache again from the second store (layers known only by
+    // location, all already in the cache repository): one HEAD per layer,
+    // no upload, no mount, no download.
+    let before = registry.requests().len();
+    let (_, err3) = build(
+        &second,
+        &["--cache-to", &format!("type=registry,ref={cache}")],
+        &ctx2,
+    );
+    assert!(err3.contains(", 0 mounted"), "{err3}");
+    let during: Vec<(String, String)> = registry.requests()[before..].to_vec();
+    for layer in &layers {
+        let touching: Vec<&(String, String)> = during
+            .iter()
+            .filter(|(_, u)| u.contains(layer.as_str()))
+            .collect();
+        assert_eq!(
+            touching,
+            [&("HEAD".to_string(), format!("/v2/cache/blobs/{layer}"))],
+            "{during:?}"
+        );
+    }
+
     // The store with remote-only layers is consistent, and an output that
     // needs bytes fetches them (then the store holds them).
     let check = tools::run_stdout(&mut second.command(&["system", "check"]));
