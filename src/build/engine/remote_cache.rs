@@ -718,3 +718,48 @@ fn append_sorted<W: std::io::Write>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_like_buildkit() {
+        let s = CacheSpec::parse("type=registry,ref=r:5000/c:main,mode=max", true).unwrap();
+        assert_eq!(s.location, CacheLocation::Registry("r:5000/c:main".into()));
+        assert_eq!((s.mode, s.mounts), (CacheMode::Max, true));
+        let s = CacheSpec::parse("ref=r/c", false).unwrap();
+        assert_eq!((s.mode, s.mounts), (CacheMode::Min, false));
+        let s = CacheSpec::parse("r/c:1", false).unwrap();
+        assert_eq!(s.location, CacheLocation::Registry("r/c:1".into()));
+        let s = CacheSpec::parse("type=local,dest=/d,mode=max,mounts=false", true).unwrap();
+        assert_eq!(
+            s.location,
+            CacheLocation::Local {
+                dir: "/d".into(),
+                tag: "latest".into()
+            }
+        );
+        assert!(!s.mounts);
+        let s = CacheSpec::parse("type=local,src=/d,tag=t", false).unwrap();
+        assert_eq!(
+            s.location,
+            CacheLocation::Local {
+                dir: "/d".into(),
+                tag: "t".into()
+            }
+        );
+        for bad in [
+            "type=registry",
+            "type=local,src=/d",
+            "type=gha,ref=x",
+            "ref=x,mode=all",
+            "ref=x,mounts=yes",
+            "ref=x,junk",
+        ] {
+            assert!(CacheSpec::parse(bad, true).is_err(), "{bad}");
+        }
+        assert!(CacheSpec::parse("type=local,dest=/d", false).is_err());
+    }
+}
