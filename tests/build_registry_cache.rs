@@ -332,3 +332,39 @@ fn cache_mount_contents_travel_with_mode_max_and_arrive_only_when_a_run_executes
     assert!(!err3.contains("contents from the imported cache"), "{err3}");
     assert!(err3.contains("0 steps run"), "{err3}");
 }
+
+#[test]
+fn multi_stage_rebuild_with_mode_max_reads_no_stage_layer() {
+    let registry = Registry::start();
+    let first = rootless();
+    let base = push_base(&first, &registry);
+    let df = format!(
+        "FROM {base} AS builder\nRUN echo built > /artifact\n\
+         FROM {base}\nCOPY --from=builder /artifact /artifact\nRUN cat /artifact > /copy\n"
+    );
+    let ctx = context(&first, &df);
+    let cache = format!("{}/cache:multi", registry.addr());
+    let (id1, _) = build(
+        &first,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+        &ctx,
+    );
+    let second = rootless();
+    let ctx2 = context(&second, &df);
+    let before = registry.requests().len();
+    let (id2, err2) = build(
+        &second,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+        &ctx2,
+    );
+    assert_eq!(id1, id2, "{err2}");
+    assert!(err2.contains("0 steps run"), "{err2}");
+    // Every layer of the cache (both stages') stayed in the registry.
+    let layers = layer_digests(&remote_manifest(&cache));
+    let gets: Vec<(String, String)> = registry.requests()[before..]
+        .iter()
+        .filter(|(m, u)| m == "GET" && layers.iter().any(|l| u.ends_with(l.as_str())))
+        .cloned()
+        .collect();
+    assert!(gets.is_empty(), "{gets:?}");
+}

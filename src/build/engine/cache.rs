@@ -74,12 +74,14 @@ impl Engine<'_> {
                     }
                 }
             }
-            Instruction::Copy(c) => {
-                if let Some(from) = &c.from {
-                    k = k.with("from", self.source_key(from, sref)?);
-                }
-                k = k.with("sources", self.copy_sources_digest(state, step, sref)?);
-            }
+            Instruction::Copy(c) => match &c.from {
+                // The source state's key already stands for its whole
+                // tree (its layers' diff_ids); reading the tree for a
+                // sources digest would fetch a remote stage's or image's
+                // layers on every cache hit (see `remote_cache`).
+                Some(from) => k = k.with("from", self.source_key(from, sref)?),
+                None => k = k.with("sources", self.copy_sources_digest(state, step, sref)?),
+            },
             Instruction::Add(_) => {
                 k = k.with("sources", self.copy_sources_digest(state, step, sref)?);
             }
