@@ -669,29 +669,35 @@ impl Engine<'_> {
             if !dir.is_dir() {
                 continue;
             }
-            let fail =
-                |e: std::io::Error| EngineError::Other(format!("pack cache mount {id:?}: {e}"));
-            let tmp =
-                tempfile::NamedTempFile::new_in(self.store.root().join("tmp")).map_err(fail)?;
-            {
-                let gz = flate2::write::GzEncoder::new(tmp.as_file(), flate2::Compression::fast());
-                let mut b = tar::Builder::new(gz);
-                b.follow_symlinks(false);
-                b.mode(tar::HeaderMode::Complete);
-                append_sorted(&mut b, &dir, Path::new("")).map_err(fail)?;
-                b.into_inner().and_then(|gz| gz.finish()).map_err(fail)?;
+            // A directory kiln cannot read whole (rootless: files a RUN
+            // left to a sub-uid with mode 0600) is left out with a warning:
+            // mount contents are an optimisation, the step records are not.
+            match self.pack_mount(&dir) {
+                Ok(blob) => out.push(MountEntry { id, blob }),
+                Err(e) => self
+                    .reporter
+                    .note(&format!("warning: cache mount {id:?} not exported: {e}")),
             }
-            let f = std::fs::File::open(tmp.path()).map_err(fail)?;
-            let (digest, size) = self
-                .store
-                .put_reader(f, None)
-                .map_err(store_err("store a cache mount's contents"))?;
-            out.push(MountEntry {
-                id,
-                blob: descriptor(MOUNT_MEDIA_TYPE, digest, size),
-            });
         }
         Ok(out)
+    }
+
+    fn pack_mount(&self, dir: &Path) -> Result<Descriptor, String> {
+        let tmp = tempfile::NamedTempFile::new_in(self.store.root().join("tmp"))
+            .map_err(|e| e.to_string())?;
+        {
+            let gz = flate2::write::GzEncoder::new(tmp.as_file(), flate2::Compression::fast());
+            let mut b = tar::Builder::new(gz);
+            b.follow_symlinks(false);
+            b.mode(tar::HeaderMode::Complete);
+            append_sorted(&mut b, dir, Path::new("")).map_err(|e| e.to_string())?;
+            b.into_inner()
+                .and_then(|gz| gz.finish())
+                .map_err(|e| e.to_string())?;
+        }
+        let f = std::fs::File::open(tmp.path()).map_err(|e| e.to_string())?;
+        let (digest, size) = self.store.put_reader(f, None).map_err(|e| e.to_string())?;
+        Ok(descriptor(MOUNT_MEDIA_TYPE, digest, size))
     }
 }
 
