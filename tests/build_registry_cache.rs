@@ -249,6 +249,8 @@ fn local_cache_dir_round_trips_and_mode_max_carries_every_stage() {
     let max = format!("type=local,dest={},mode=max", dir.display());
     let (id1, _) = build(&first, &["--cache-to", &max], &ctx);
 
+    // A restored CI cache may be read-only: importing must not write to it.
+    tools::run(Command::new("chmod").args(["-R", "a-w"]).arg(&dir));
     let second = rootless();
     let ctx2 = context(&second, &df);
     let from = format!("type=local,src={}", dir.display());

@@ -263,29 +263,42 @@ impl Engine<'_> {
         import_records(self.store, &body, &location)
     }
 
+    /// Reads the layout without opening it as a store (no lock file, no
+    /// `tmp/`): a restored CI cache directory may be read-only.
     fn import_local(&self, dir: &Path, tag: &str) -> Result<usize, EngineError> {
-        if !dir.join("index.json").is_file() {
-            self.reporter
-                .note(&format!("cache: no cache in {} yet", dir.display()));
-            return Ok(0);
-        }
-        let src = Store::open(dir).map_err(store_err("open the cache directory"))?;
-        let Some(desc) = src
-            .resolve(tag)
-            .map_err(store_err("read the cache index"))?
-        else {
+        let fail =
+            |what: &str, e: String| EngineError::Other(format!("{}: {what}: {e}", dir.display()));
+        let index = match std::fs::read(dir.join("index.json")) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.reporter
+                    .note(&format!("cache: no cache in {} yet", dir.display()));
+                return Ok(0);
+            }
+            Err(e) => return Err(fail("read index.json", e.to_string())),
+        };
+        let index: crate::image::Index =
+            serde_json::from_slice(&index).map_err(|e| fail("parse index.json", e.to_string()))?;
+        let Some(desc) = index.manifests.iter().find(|d| {
+            d.annotations
+                .get(crate::store::REF_NAME_ANNOTATION)
+                .is_some_and(|n| n == tag)
+        }) else {
             self.reporter
                 .note(&format!("cache: no {tag:?} in {}", dir.display()));
             return Ok(0);
         };
-        let bytes = src
-            .read_blob(&desc.digest)
-            .map_err(store_err("read the cache manifest"))?;
+        let bytes = read_layout_blob(dir, &desc.digest)?;
         let config_desc = cache_config_descriptor(&bytes)?;
-        let body = src
-            .read_blob(&config_desc.digest)
-            .map_err(store_err("read the cache config"))?;
-        let copy = |d: &Descriptor| copy_blob(&src, self.store, &d.digest);
+        let body = read_layout_blob(dir, &config_desc.digest)?;
+        let copy = |d: &Descriptor| {
+            let f = std::fs::File::open(layout_blob(dir, &d.digest))
+                .map_err(|e| fail(&format!("open blob {}", d.digest), e.to_string()))?;
+            self.store
+                .put_reader(f, Some(&d.digest))
+                .map_err(store_err("copy a cached layer"))?;
+            Ok(())
+        };
         import_records(self.store, &body, &copy)
     }
 
@@ -583,6 +596,23 @@ fn import_step_records(
         added += 1;
     }
     Ok(added)
+}
+
+fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
+    dir.join("blobs").join(d.algorithm()).join(d.hex())
+}
+
+/// A small blob of the OCI layout `dir`, verified against its digest.
+fn read_layout_blob(dir: &Path, d: &Digest) -> Result<Vec<u8>, EngineError> {
+    let bytes = std::fs::read(layout_blob(dir, d))
+        .map_err(|e| EngineError::Other(format!("{}: read blob {d}: {e}", dir.display())))?;
+    if Digest::of_bytes(&bytes) != *d {
+        return Err(EngineError::Other(format!(
+            "{}: blob {d} does not match its digest",
+            dir.display()
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Copies blob `d` from one store to another (verified on the way).
