@@ -362,14 +362,14 @@ pub fn run_layer(
     out.changed_paths = committed.changed_paths;
     out.timings.changes = committed.changes;
     out.layer = Some(committed.layer());
-    // A layer with owners, xattrs or devices is declined anyway: knowing it
-    // from the writer saves reading the layer back (about 1 s for apt's).
-    if let Some(upper) = upper.filter(|_| committed.plain) {
+    // Only a plain layer's upper dir can equal its extraction; the writer's
+    // listing of it saves reading the layer back.
+    if let (Some(upper), Some(listing)) = (upper, &committed.listing) {
         let layer = LayerSource {
             blob: committed.digest.clone(),
             diff_id: committed.diff_id.clone(),
         };
-        store.offer_upper(layers, &layer, mode, &upper);
+        store.offer_upper(layers, &layer, listing, mode, &upper);
     }
     out.timings.write = committed.write;
     // `work` is removed on return (by the helper when there is one).
