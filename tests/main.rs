@@ -10,6 +10,7 @@ mod cli;
 mod conformance;
 mod harness;
 mod images;
+mod k8s_manifests;
 mod layer_unpack;
 mod layer_write;
 mod registry_remote;
