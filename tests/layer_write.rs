@@ -1135,7 +1135,11 @@ fn a_layer_is_plain_only_without_owners_xattrs_or_devices() {
         got,
         [
             ("d".to_string(), layer::ListedKind::Dir, 0o755),
-            ("d/f".to_string(), layer::ListedKind::File { size: 1 }, 0o644)
+            (
+                "d/f".to_string(),
+                layer::ListedKind::File { size: 1 },
+                0o644
+            )
         ]
     );
     set_xattr(&src.join("d/f"), "user.k", b"v");

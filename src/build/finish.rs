@@ -411,6 +411,7 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
+        let t = Instant::now();
         // Once there is a helper, the step left files only it can read.
         let mut failed: Vec<(PathBuf, String)> = Vec::new();
         if self.helper.is_none() {
@@ -434,6 +435,7 @@ impl Drop for WorkDir {
                 None => {}
             }
         }
+        tracing::debug!(took = ?t.elapsed(), helper = self.helper.is_some(), "step directory removed");
         if let Some((path, e)) = failed.first() {
             tracing::warn!(
                 dir = %self.path.display(), path = %path.display(), error = %e, more = failed.len() - 1,

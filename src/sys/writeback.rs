@@ -12,9 +12,8 @@ pub fn start(fd: BorrowedFd<'_>, offset: u64) -> io::Result<()> {
     let offset = libc::off64_t::try_from(offset).map_err(|_| io::Error::other("offset"))?;
     // SAFETY: sync_file_range takes a descriptor, kept open by the borrow
     // for the call, and plain integers; it touches no memory of ours.
-    let rc = unsafe {
-        libc::sync_file_range(fd.as_raw_fd(), offset, 0, libc::SYNC_FILE_RANGE_WRITE)
-    };
+    let rc =
+        unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, 0, libc::SYNC_FILE_RANGE_WRITE) };
     if rc == 0 {
         Ok(())
     } else {

@@ -18,7 +18,9 @@ pub struct Listed {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListedKind {
-    File { size: u64 },
+    File {
+        size: u64,
+    },
     Dir,
     Symlink(Vec<u8>),
     /// Another name of the file named here, written earlier.
