@@ -8,6 +8,7 @@ mod build_progress;
 mod build_seeds;
 mod cli;
 mod conformance;
+mod container_tiers;
 mod harness;
 mod images;
 mod k8s_manifests;

@@ -236,11 +236,7 @@ pub fn run_layer(
         })?,
         explicit => explicit,
     };
-    let xattrs = match tier {
-        Isolation::Chroot => layer::OverlayXattrs::Trusted,
-        _ => layer::OverlayXattrs::User,
-    };
-    let mode = layer::Mode::OverlayLower(xattrs);
+    let mode = layer::Mode::OverlayLower(tier.overlay_xattrs());
     let unpacked = store
         .ensure_unpacked(layers, mode)
         .map_err(|source| BuildError::Unpack {
@@ -263,6 +259,11 @@ pub fn run_layer(
         })?,
     };
     tracing::debug!(snapshotter = %kind, why = %why, "snapshotter chosen");
+    if input.snapshotter.is_none() && kind != SnapshotterKind::ALL[0] {
+        // A fallback (no kernel overlay here): say which, once per process.
+        static NOTED: std::sync::Once = std::sync::Once::new();
+        NOTED.call_once(|| tracing::warn!("RUN steps use the snapshotter {why}"));
+    }
     let mut work = WorkDir::new(store).map_err(|source| BuildError::Io {
         argv: argv.clone(),
         what: format!(

@@ -1,13 +1,14 @@
 //! kiln's side of a sandbox: start `kiln __sandbox`, hand it the spec,
 //! write its id maps, follow its stages, return the exit status.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, BufReader};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 
 use crate::sys::proc;
 
@@ -309,8 +310,9 @@ fn follow(
                     WARN.call_once(|| {
                         tracing::warn!(
                             "the kernel refused a mount namespace (no CAP_SYS_ADMIN?): running \
-                             steps with a plain chroot, without a fresh /proc and /dev, with the \
-                             root's own /etc/resolv.conf and hosts, and without a pid namespace"
+                             steps with a plain chroot: no /proc, device nodes made in /dev \
+                             instead of bound, the root's own /etc/resolv.conf and hosts, and no \
+                             pid namespace"
                         )
                     });
                 }
@@ -331,7 +333,7 @@ fn follow(
                 fixed,
             } => {
                 for note in notes {
-                    tracing::warn!("sandbox: {note}");
+                    warn_once(&note);
                 }
                 tracing::debug!(?created, fixed = fixed.len(), "sandbox ready");
                 ready = Some((created, fixed));
@@ -432,4 +434,17 @@ fn host_resolv_conf() -> String {
         }
     }
     main
+}
+
+/// Warns about a sandbox fallback once per process: the same container
+/// limitation applies to every step, and one line says it.
+fn warn_once(note: &str) {
+    static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let first = SEEN
+        .lock()
+        .map(|mut seen| seen.insert(note.to_owned()))
+        .unwrap_or(true);
+    if first {
+        tracing::warn!("sandbox: {note}");
+    }
 }
