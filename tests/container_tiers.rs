@@ -192,9 +192,18 @@ struct Image<'a> {
 
 impl<'a> Image<'a> {
     fn import(runtime: &'a Runtime, setup: &Setup, name: &str) -> Image<'a> {
+        Image::import_with(runtime, setup, name, false)
+    }
+
+    fn import_with(
+        runtime: &'a Runtime,
+        setup: &Setup,
+        name: &str,
+        with_uidmap: bool,
+    ) -> Image<'a> {
         let dir = setup.dir.path().join(format!("image-{name}"));
         fs::create_dir(&dir).unwrap();
-        let tar = rootfs_tar(&dir);
+        let tar = rootfs_tar(&dir, with_uidmap);
         let tag = format!("localhost/kiln-tiers-{name}:{}", std::process::id());
         runtime.import(&tar, &tag);
         let _ = fs::remove_dir_all(&dir);
@@ -343,6 +352,44 @@ fn tier_c_rootless_inside_a_user_namespaced_container() {
     assert!(!err.contains("chroot tier"), "{err}");
     assert!(!err.contains("single-id map"), "{err}");
     assert_eq!(digest, setup.host_digest(), "3(d): tier c against the host");
+}
+
+/// 3(c) with a non-root user, as a pod with `hostUsers: false` and
+/// `runAsUser: 1000` runs: the image has newuidmap, but the subordinate
+/// range in its /etc/subuid is not mapped in the container's user
+/// namespace, so the helper fails; kiln says so and maps root only.
+#[test]
+fn tier_c_user_1000_whose_newuidmap_cannot_map_falls_back_to_one_id() {
+    if unavailable(false, true) {
+        return;
+    }
+    let setup = Setup::new();
+    let podman = Runtime::podman();
+    let image = Image::import_with(&podman, &setup, "c-user", true);
+    let options: Vec<String> = [
+        "--uidmap",
+        "0:200000:65536",
+        "--gidmap",
+        "0:200000:65536",
+        "--user",
+        "1000:1000",
+        "-e",
+        "HOME=/home/builder",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (out, digest, _) = setup.build_in(&podman, &image.tag, "c-user", &options);
+    let digest = assert_built(&out, digest, "c-user");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("newuidmap failed") && err.contains("using a single-id map instead"),
+        "{err}"
+    );
+    assert_eq!(
+        digest,
+        setup.host_digest(),
+        "3(d): tier c (user 1000) against the host"
+    );
 }
 
 /// Where no tier works (a non-root user under Docker's default seccomp

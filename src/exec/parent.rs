@@ -256,7 +256,7 @@ impl Sandbox {
             status,
             created: report.created,
             fixed: report.fixed,
-            idmap: map,
+            idmap: report.map,
             isolation: match tier {
                 Tier::Rootless => Isolation::Rootless,
                 Tier::Chroot => Isolation::Chroot,
@@ -272,6 +272,8 @@ struct Report {
     fixed: Vec<AppliedFix>,
     bare: bool,
     exited: Option<(i32, Option<i32>)>,
+    /// The id map written (a single-id map when the helpers failed).
+    map: IdMap,
 }
 
 /// The id map to write for the sandbox process `pid` of caller `uid`/`gid`.
@@ -301,6 +303,7 @@ fn follow(
     let mut ready = None;
     let mut exited = None;
     let mut report_bare = false;
+    let mut applied = None;
     let mut failure: Option<SetupFailure> = None;
     while let Some(msg) = protocol::receive::<ToParent>(input).map_err(ExecError::Pipe)? {
         match msg {
@@ -317,9 +320,11 @@ fn follow(
                     });
                 }
                 report_bare = bare;
-                idmap::apply(mapping.pid, mapping.map, mapping.uid, mapping.gid)?;
+                let map =
+                    idmap::apply_or_fall_back(mapping.pid, mapping.map, mapping.uid, mapping.gid)?;
                 // Only a single-id map denies setgroups and lacks ids but 0.
-                let full = *mapping.map != IdMap::Single;
+                let full = map != IdMap::Single;
+                applied = Some(map);
                 let mapped = ToChild::Mapped {
                     setgroups: full,
                     full_map: full,
@@ -355,6 +360,7 @@ fn follow(
         fixed,
         exited,
         bare: report_bare,
+        map: applied.unwrap_or_else(|| mapping.map.clone()),
     })
 }
 

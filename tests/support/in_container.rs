@@ -59,7 +59,9 @@ pub fn skip_unless(available: bool, what: &str) -> bool {
 
 /// Writes the image's root filesystem as a tarball in `dir` and returns
 /// its path. Needs root (the home of `builder` is chowned to 1000).
-pub fn rootfs_tar(dir: &Path) -> PathBuf {
+/// `with_uidmap`: also the host's setuid `newuidmap` and `newgidmap` (and
+/// their libraries), as an image that installed Debian's `uidmap` has.
+pub fn rootfs_tar(dir: &Path, with_uidmap: bool) -> PathBuf {
     let root = dir.join("rootfs");
     for d in [
         "bin",
@@ -100,7 +102,19 @@ pub fn rootfs_tar(dir: &Path) -> PathBuf {
     ] {
         fs::write(root.join("etc").join(name), text).unwrap();
     }
-    for lib in linked_libraries(Path::new(env!("CARGO_BIN_EXE_kiln"))) {
+    let mut binaries = vec![PathBuf::from(env!("CARGO_BIN_EXE_kiln"))];
+    if with_uidmap {
+        for tool in ["newuidmap", "newgidmap"] {
+            let host = tools::require(tool);
+            let inside = root.join("bin").join(tool);
+            fs::copy(&host, &inside).unwrap();
+            fs::set_permissions(&inside, fs::Permissions::from_mode(0o4755)).unwrap();
+            binaries.push(host);
+        }
+    }
+    let libs: std::collections::BTreeSet<PathBuf> =
+        binaries.iter().flat_map(|b| linked_libraries(b)).collect();
+    for lib in libs {
         let inside = root.join(lib.strip_prefix("/").unwrap());
         fs::create_dir_all(inside.parent().unwrap()).unwrap();
         // fs::copy follows the symlinks ldd names (libc.so.6 → libc-2.36.so).
