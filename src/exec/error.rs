@@ -97,11 +97,11 @@ pub struct Attempt {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// unshare(CLONE_NEWUSER…) itself.
-    UserNamespace(i32),
+    UnshareUser(i32),
     /// Writing the id maps or mounting inside a new user namespace.
-    InsideUserNamespace(i32),
+    MapsOrMounts(i32),
     /// unshare(CLONE_NEWNS) as root.
-    MountNamespace(i32),
+    MountAndChroot(i32),
 }
 
 /// Errors of `exec`.
@@ -144,7 +144,7 @@ fn no_isolation_message(attempts: &[Attempt]) -> String {
     }
     let refusal = attempts.iter().find_map(|a| a.refusal);
     let why = match refusal {
-        Some(Refusal::UserNamespace(errno)) => match errno {
+        Some(Refusal::UnshareUser(errno)) => match errno {
             libc::EPERM => format!(
                 "user namespaces refused (unshare CLONE_NEWUSER: {}): a seccomp profile, \
                  AppArmor or SELinux refuses them to a process without CAP_SYS_ADMIN \
@@ -161,13 +161,13 @@ fn no_isolation_message(attempts: &[Attempt]) -> String {
                 errno_name(errno)
             ),
         },
-        Some(Refusal::InsideUserNamespace(errno)) => format!(
+        Some(Refusal::MapsOrMounts(errno)) => format!(
             "a user namespace was created but id maps or mounts inside it were refused ({}): \
              AppArmor (Ubuntu's kernel.apparmor_restrict_unprivileged_userns) or a seccomp \
              profile that refuses mount",
             errno_name(errno)
         ),
-        Some(Refusal::MountNamespace(errno)) => format!(
+        Some(Refusal::MountAndChroot(errno)) => format!(
             "mount namespaces and chroot refused ({})",
             errno_name(errno)
         ),

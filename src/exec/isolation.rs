@@ -121,8 +121,8 @@ fn probe() -> Result<Tier, Vec<Attempt>> {
             tier: "rootless",
             refused: describe("CLONE_NEWUSER|CLONE_NEWNS", f),
             refusal: Some(match f.step {
-                ns::ProbeStep::Unshare | ns::ProbeStep::Fork => Refusal::UserNamespace(f.errno),
-                _ => Refusal::InsideUserNamespace(f.errno),
+                ns::ProbeStep::Unshare | ns::ProbeStep::Fork => Refusal::UnshareUser(f.errno),
+                _ => Refusal::MapsOrMounts(f.errno),
             }),
         }),
     }
@@ -160,7 +160,7 @@ fn probe() -> Result<Tier, Vec<Attempt>> {
             attempts.push(Attempt {
                 tier: "chroot",
                 refused: format!("{}; chroot: {err} ({})", mount_ns.0, errno_name(f.errno)),
-                refusal: Some(Refusal::MountNamespace(mount_ns.1)),
+                refusal: Some(Refusal::MountAndChroot(mount_ns.1)),
             });
             Err(attempts)
         }
