@@ -47,6 +47,14 @@ fi
 /opt/kiln-venv/bin/pip install --quiet --disable-pip-version-check \
     kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 
+# container tiers (issue 6): tests/container_tiers.rs runs kiln inside podman
+# (runc, vfs, its own store) and docker containers whose image it assembles
+# from busybox-static, the libraries `ldd` (libc-bin) lists for kiln, and the
+# host's setuid newuidmap/newgidmap (uidmap); all installed above except
+# libc-bin, which Debian always has. Under CI (`CI=true`) a missing runtime
+# fails those tests instead of skipping them.
+apt-get install -y --no-install-recommends podman runc docker.io busybox-static uidmap libc-bin
+
 if [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry.service
 elif [ -x /etc/init.d/docker-registry ]; then

@@ -284,6 +284,9 @@ fn tier_a_rootless_user_1000_under_the_default_seccomp_profile() {
         "{err}"
     );
     assert!(!err.contains("chroot tier"), "{err}");
+    // The store is on the container's own (vfs: plain) root filesystem,
+    // so kernel overlay works and no fallback is announced.
+    assert!(!err.contains("RUN steps use the snapshotter"), "{err}");
     assert_eq!(digest, setup.host_digest(), "3(d): tier a against the host");
 }
 
@@ -351,6 +354,7 @@ fn tier_c_rootless_inside_a_user_namespaced_container() {
     let err = text(&out.stderr);
     assert!(!err.contains("chroot tier"), "{err}");
     assert!(!err.contains("single-id map"), "{err}");
+    assert!(!err.contains("RUN steps use the snapshotter"), "{err}");
     assert_eq!(digest, setup.host_digest(), "3(d): tier c against the host");
 }
 
