@@ -318,6 +318,19 @@ fn tier_b_chroot_as_root_where_user_namespaces_are_refused() {
     let host = setup.host_digest();
     assert_eq!(digest, host, "3(d): tier b against the host");
 
+    // With CAP_SYS_ADMIN (a privileged build pod that still refuses user
+    // namespaces) the chroot tier gets mount and pid namespaces and /proc.
+    let mut privileged = options.to_vec();
+    privileged.extend(["--cap-add".to_string(), "SYS_ADMIN".to_string()]);
+    let (out, digest, _) = setup.build_in(&docker, &image.tag, "b-sys-admin", &privileged);
+    let digest = assert_built(&out, digest, "b-sys-admin");
+    assert!(
+        text(&out.stderr).contains("isolation: chroot tier, as root without a user namespace"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(digest, host, "3(d): tier b with CAP_SYS_ADMIN");
+
     // Docker's own default profile, as root, refuses user namespaces too
     // (unshare needs CAP_SYS_ADMIN there): the same tier, the same image.
     let (out, digest, _) = setup.build_in(&docker, &image.tag, "b-default", &[]);
