@@ -290,6 +290,38 @@ fn tier_a_rootless_user_1000_under_the_default_seccomp_profile() {
     assert_eq!(digest, setup.host_digest(), "3(d): tier a against the host");
 }
 
+/// 3(a) under docker, whose default profile refuses user namespaces (see
+/// the last test): with `seccomp=unconfined` user 1000 gets the rootless
+/// tier, and since the store sits on the container's overlayfs root,
+/// where overlay cannot put an upper dir, the walk, which kiln announces.
+#[test]
+fn tier_a_under_docker_with_seccomp_unconfined_uses_the_walk_and_says_so() {
+    if unavailable(true, false) {
+        return;
+    }
+    let setup = Setup::new();
+    let docker = Runtime::docker();
+    let image = Image::import(&docker, &setup, "a-docker");
+    let options = [
+        "--user".to_string(),
+        format!("{BUILDER_UID}:{BUILDER_UID}"),
+        "-e".to_string(),
+        "HOME=/home/builder".to_string(),
+        "--security-opt".to_string(),
+        "seccomp=unconfined".to_string(),
+    ];
+    let (out, digest, _) = setup.build_in(&docker, &image.tag, "a-docker", &options);
+    let digest = assert_built(&out, digest, "a-docker");
+    let err = text(&out.stderr);
+    assert!(err.contains("single-id map"), "{err}");
+    assert!(!err.contains("chroot tier"), "{err}");
+    assert!(
+        err.contains("RUN steps use the snapshotter walk: overlay refused"),
+        "{err}"
+    );
+    assert_eq!(digest, setup.host_digest(), "3(d): tier a under docker");
+}
+
 /// 3(b): root without user namespaces (and without CAP_SYS_ADMIN, as
 /// docker gives root by default): kaniko's situation.
 #[test]
