@@ -285,8 +285,11 @@ fn tier_a_rootless_user_1000_under_the_default_seccomp_profile() {
     );
     assert!(!err.contains("chroot tier"), "{err}");
     // The store is on the container's own (vfs: plain) root filesystem,
-    // so kernel overlay works and no fallback is announced.
-    assert!(!err.contains("RUN steps use the snapshotter"), "{err}");
+    // so kernel overlay works; without helpers kiln names it.
+    assert!(
+        err.contains("RUN steps use the snapshotter overlay: the first choice"),
+        "{err}"
+    );
     assert_eq!(digest, setup.host_digest(), "3(d): tier a against the host");
 }
 
@@ -432,6 +435,10 @@ fn tier_c_user_1000_whose_newuidmap_cannot_map_falls_back_to_one_id() {
     let err = text(&out.stderr);
     assert!(
         err.contains("newuidmap failed") && err.contains("using a single-id map instead"),
+        "{err}"
+    );
+    assert!(
+        err.contains("RUN steps use the snapshotter overlay"),
         "{err}"
     );
     assert_eq!(

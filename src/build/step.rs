@@ -259,8 +259,13 @@ pub fn run_layer(
         })?,
     };
     tracing::debug!(snapshotter = %kind, why = %why, "snapshotter chosen");
-    if input.snapshotter.is_none() && kind != SnapshotterKind::ALL[0] {
-        // A fallback (no kernel overlay here): say which, once per process.
+    // Say which snapshotter once per process when it is a fallback, or when
+    // the id map is single (no newuidmap: a bare container), so that a run
+    // without helper programs names both of its choices.
+    let single_map = tier != Isolation::Chroot
+        && exec::plan_idmap(input.idmap, crate::sys::proc::effective_ids().0)
+            == exec::IdMap::Single;
+    if input.snapshotter.is_none() && (kind != SnapshotterKind::ALL[0] || single_map) {
         static NOTED: std::sync::Once = std::sync::Once::new();
         NOTED.call_once(|| tracing::warn!("RUN steps use the snapshotter {why}"));
     }
