@@ -201,3 +201,49 @@ pub(crate) fn errno_name(errno: i32) -> String {
     };
     name.to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootless(refusal: Refusal, refused: &str) -> Attempt {
+        Attempt {
+            tier: "rootless",
+            refused: refused.into(),
+            refusal: Some(refusal),
+        }
+    }
+
+    #[test]
+    fn no_tier_message_names_the_refusal_and_the_settings() {
+        let msg = no_isolation_message(&[
+            rootless(
+                Refusal::UnshareUser(libc::EPERM),
+                "unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1)",
+            ),
+            Attempt {
+                tier: "chroot",
+                refused: "needs root (kiln runs as uid 1000)".into(),
+                refusal: None,
+            },
+        ]);
+        for needle in [
+            "no isolation tier works here; tried:\n  - rootless: unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+            "\n  - chroot: needs root",
+            "user namespaces refused (unshare CLONE_NEWUSER: EPERM): a seccomp profile",
+            "hostUsers: false",
+            "seccompProfile",
+            "runAsUser: 0",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing:\n{msg}");
+        }
+        let msg = no_isolation_message(&[rootless(Refusal::UnshareUser(libc::ENOSPC), "x")]);
+        assert!(
+            msg.contains("ENOSPC") && msg.contains("user.max_user_namespaces is 0"),
+            "{msg}"
+        );
+        let msg = no_isolation_message(&[rootless(Refusal::MapsOrMounts(libc::EACCES), "x")]);
+        assert!(msg.contains("(EACCES): AppArmor"), "{msg}");
+        assert_eq!(errno_name(12345), "errno 12345");
+    }
+}
