@@ -55,6 +55,11 @@ fi
 # fails those tests instead of skipping them.
 apt-get install -y --no-install-recommends podman runc docker.io busybox-static uidmap libc-bin
 
+# static (issue 6, kiln's own image): file says whether the binary is
+# statically linked; strip (binutils) and tar assemble the image's build
+# context (packaging/context.sh).
+apt-get install -y --no-install-recommends file binutils tar
+
 if [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry.service
 elif [ -x /etc/init.d/docker-registry ]; then

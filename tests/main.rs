@@ -17,5 +17,6 @@ mod layer_write;
 mod registry_remote;
 mod run_step;
 mod sandbox;
+mod selfhost;
 mod snapshot;
 mod support;
