@@ -21,7 +21,7 @@ REPS=${1:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
 testbed=${TESTBED:-$here/../shared/testbed}
 [ -d "$testbed" ] || { echo "no testbed at $testbed" >&2; exit 1; }
-bin=$here/target/release/kiln
+bin=$here/target/x86_64-unknown-linux-gnu/release/kiln
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 # The builder user must be able to run it: a copy outside root's tree.
 install -m 0755 "$bin" /usr/local/bin/kiln-bench

@@ -10,7 +10,7 @@
 #
 # Usage: bench/registry.sh [-n RUNS] [-s TOTAL_MB] [-l LAYERS]
 # Needs: docker-registry, skopeo, jq, gzip, sha256sum, /usr/bin/time (package `time`),
-# and a release build of kiln (built here if target/release/kiln is missing;
+# and a release build of kiln (built here if target/x86_64-unknown-linux-gnu/release/kiln is missing;
 # KILN=/path/to/kiln overrides).
 set -euo pipefail
 
@@ -27,7 +27,7 @@ while getopts "n:s:l:" opt; do
 done
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-KILN=${KILN:-$here/target/release/kiln}
+KILN=${KILN:-$here/target/x86_64-unknown-linux-gnu/release/kiln}
 if [[ ! -x $KILN ]]; then
   (cd "$here" && cargo build --release --quiet)
 fi

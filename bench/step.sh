@@ -13,7 +13,7 @@
 # Usage (as root, which runs kiln and buildah as the unprivileged test user,
 # or as a normal user with subordinate ids):
 #   cargo build --release && bench/step.sh [RUNS]
-# Environment: KILN (binary, default target/release/kiln), BENCH_USER
+# Environment: KILN (binary, default target/x86_64-unknown-linux-gnu/release/kiln), BENCH_USER
 # (default kiln-test when root), FILES (default 50000), SNAPSHOTTERS
 # (default "overlay fuse-overlayfs walk"), NO_BUILDAH=1 to skip buildah.
 set -eu
@@ -22,7 +22,7 @@ RUNS=${1:-7}
 FILES=${FILES:-50000}
 SNAPSHOTTERS=${SNAPSHOTTERS:-overlay fuse-overlayfs walk}
 here=$(cd "$(dirname "$0")/.." && pwd)
-KILN=${KILN:-$here/target/release/kiln}
+KILN=${KILN:-$here/target/x86_64-unknown-linux-gnu/release/kiln}
 [ -x "$KILN" ] || { echo "no kiln binary at $KILN (cargo build --release)" >&2; exit 1; }
 for t in jq busybox tar; do
     command -v $t >/dev/null || { echo "$t is needed" >&2; exit 1; }

@@ -5,11 +5,11 @@
 # public registry to pull one from), then the image is run.
 #
 # Usage: cargo build --release && scripts/demo.sh
-# Environment: KILN (binary, default target/release/kiln), KILN_ROOT (store;
+# Environment: KILN (binary, default target/x86_64-unknown-linux-gnu/release/kiln), KILN_ROOT (store;
 # default a new temporary directory).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
-kiln=${KILN:-$here/target/release/kiln}
+kiln=${KILN:-$here/target/x86_64-unknown-linux-gnu/release/kiln}
 [ -x "$kiln" ] || { echo "no kiln binary at $kiln (cargo build --release)" >&2; exit 1; }
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] || { echo "busybox is needed (apt-get install busybox-static)" >&2; exit 1; }

@@ -35,6 +35,31 @@ apt-get install -y --no-install-recommends \
 # runc: the runtime the seed tests give podman (crun refuses hybrid cgroups).
 apt-get install -y --no-install-recommends runc
 
+# k8s manifests (issue 6): kubernetes-validate checks k8s/ against the
+# Kubernetes JSON schemas it bundles (offline, strict); check-jsonschema checks
+# docs/ci/ against the GitHub workflow and GitLab CI schemas it vendors. Pinned,
+# in a venv of Debian's python3 (its pip refuses system-wide installs, PEP 668);
+# tests/k8s_manifests.rs runs them from /opt/kiln-venv/bin.
+apt-get install -y --no-install-recommends python3 python3-venv
+if [ ! -x /opt/kiln-venv/bin/pip ]; then
+    /usr/bin/python3 -m venv /opt/kiln-venv
+fi
+/opt/kiln-venv/bin/pip install --quiet --disable-pip-version-check \
+    kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+
+# container tiers (issue 6): tests/container_tiers.rs runs kiln inside podman
+# (runc, vfs, its own store) and docker containers whose image it assembles
+# from busybox-static, the libraries `ldd` (libc-bin) lists for kiln, and the
+# host's setuid newuidmap/newgidmap (uidmap); all installed above except
+# libc-bin, which Debian always has. Under CI (`CI=true`) a missing runtime
+# fails those tests instead of skipping them.
+apt-get install -y --no-install-recommends podman runc docker.io busybox-static uidmap libc-bin
+
+# static (issue 6, kiln's own image): file says whether the binary is
+# statically linked; strip (binutils) and tar assemble the image's build
+# context (packaging/context.sh).
+apt-get install -y --no-install-recommends file binutils tar
+
 if [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry.service
 elif [ -x /etc/init.d/docker-registry ]; then

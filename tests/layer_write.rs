@@ -1116,18 +1116,32 @@ fn a_layer_is_plain_only_without_owners_xattrs_or_devices() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("upper");
     fs::create_dir_all(src.join("d")).unwrap();
+    fs::set_permissions(src.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
     write_file(&src.join("d/f"), b"x", 0o644);
     let changes = list(
         &src,
         &[("d", ChangeKind::Upsert), ("d/f", ChangeKind::Upsert)],
     );
     let store = Store::open(&dir.path().join("store")).unwrap();
-    let write = || {
-        layer::write_layer(&store, &changes, &WriteOptions::default())
-            .unwrap()
-            .plain
-    };
-    assert!(write(), "root-owned file and directory");
+    let written = || layer::write_layer(&store, &changes, &WriteOptions::default()).unwrap();
+    let write = || written().is_plain();
+    // The listing is the headers as written, for adopting the upper dir.
+    let listing = written().listing.expect("root-owned file and directory");
+    let got: Vec<(String, layer::ListedKind, u32)> = listing
+        .iter()
+        .map(|e| (e.path.clone(), e.kind.clone(), e.mode))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("d".to_string(), layer::ListedKind::Dir, 0o755),
+            (
+                "d/f".to_string(),
+                layer::ListedKind::File { size: 1 },
+                0o644
+            )
+        ]
+    );
     set_xattr(&src.join("d/f"), "user.k", b"v");
     assert!(!write(), "an xattr");
     fs::remove_file(src.join("d/f")).unwrap();

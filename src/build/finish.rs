@@ -28,8 +28,10 @@ pub(super) struct Committed {
     pub diff_id: Digest,
     pub size: u64,
     pub media_type: String,
-    /// See `WrittenLayer::plain`.
-    pub plain: bool,
+    /// See `WrittenLayer::listing`; not sent from the helper (its layers
+    /// have owners other than root, so they are never plain).
+    #[serde(skip)]
+    pub listing: Option<std::sync::Arc<[layer::Listed]>>,
     pub changed_paths: usize,
     pub changes: Duration,
     pub write: Duration,
@@ -42,7 +44,7 @@ impl Committed {
             diff_id: self.diff_id.clone(),
             size: self.size,
             media_type: self.media_type.clone(),
-            plain: self.plain,
+            listing: self.listing.clone(),
         }
     }
 }
@@ -284,7 +286,7 @@ fn commit_layer(
         diff_id: written.diff_id,
         size: written.size,
         media_type: written.media_type,
-        plain: written.plain,
+        listing: written.listing,
         changed_paths: changes.changes.len(),
         changes: changes_took,
         write: t.elapsed(),
@@ -409,6 +411,7 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
+        let t = Instant::now();
         // Once there is a helper, the step left files only it can read.
         let mut failed: Vec<(PathBuf, String)> = Vec::new();
         if self.helper.is_none() {
@@ -432,6 +435,7 @@ impl Drop for WorkDir {
                 None => {}
             }
         }
+        tracing::debug!(took = ?t.elapsed(), helper = self.helper.is_some(), "step directory removed");
         if let Some((path, e)) = failed.first() {
             tracing::warn!(
                 dir = %self.path.display(), path = %path.display(), error = %e, more = failed.len() - 1,

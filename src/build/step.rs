@@ -236,11 +236,7 @@ pub fn run_layer(
         })?,
         explicit => explicit,
     };
-    let xattrs = match tier {
-        Isolation::Chroot => layer::OverlayXattrs::Trusted,
-        _ => layer::OverlayXattrs::User,
-    };
-    let mode = layer::Mode::OverlayLower(xattrs);
+    let mode = layer::Mode::OverlayLower(tier.overlay_xattrs());
     let unpacked = store
         .ensure_unpacked(layers, mode)
         .map_err(|source| BuildError::Unpack {
@@ -263,6 +259,16 @@ pub fn run_layer(
         })?,
     };
     tracing::debug!(snapshotter = %kind, why = %why, "snapshotter chosen");
+    // Say which snapshotter once per process when it is a fallback, or when
+    // the id map is single (no newuidmap: a bare container), so that a run
+    // without helper programs names both of its choices.
+    let single_map = tier != Isolation::Chroot
+        && exec::plan_idmap(input.idmap, crate::sys::proc::effective_ids().0)
+            == exec::IdMap::Single;
+    if input.snapshotter.is_none() && (kind != SnapshotterKind::ALL[0] || single_map) {
+        static NOTED: std::sync::Once = std::sync::Once::new();
+        NOTED.call_once(|| tracing::warn!("RUN steps use the snapshotter {why}"));
+    }
     let mut work = WorkDir::new(store).map_err(|source| BuildError::Io {
         argv: argv.clone(),
         what: format!(
@@ -362,14 +368,14 @@ pub fn run_layer(
     out.changed_paths = committed.changed_paths;
     out.timings.changes = committed.changes;
     out.layer = Some(committed.layer());
-    // A layer with owners, xattrs or devices is declined anyway: knowing it
-    // from the writer saves reading the layer back (about 1 s for apt's).
-    if let Some(upper) = upper.filter(|_| committed.plain) {
+    // Only a plain layer's upper dir can equal its extraction; the writer's
+    // listing of it saves reading the layer back.
+    if let (Some(upper), Some(listing)) = (upper, &committed.listing) {
         let layer = LayerSource {
             blob: committed.digest.clone(),
             diff_id: committed.diff_id.clone(),
         };
-        store.offer_upper(layers, &layer, mode, &upper);
+        store.offer_upper(layers, &layer, listing, mode, &upper);
     }
     out.timings.write = committed.write;
     // `work` is removed on return (by the helper when there is one).

@@ -170,7 +170,7 @@ fn init(
     // kiln died), so do we, and with pid 1 the whole namespace.
     proc::set_parent_death_signal(libc::SIGKILL)
         .map_err(|e| SetupFailure::new(Stage::Init, "set parent-death signal", &e))?;
-    let mounted = if how.bare {
+    let mut mounted = if how.bare {
         super::rootfs::chroot_only(&spec.rootfs)?
     } else {
         super::rootfs::setup(spec, how.tier, files, how.full_map)?
@@ -178,7 +178,19 @@ fn init(
     let net =
         |action: &'static str| move |e: io::Error| SetupFailure::new(Stage::Network, action, &e);
     if !how.bare {
-        ns::set_hostname(&spec.hostname).map_err(net("sethostname"))?;
+        match ns::set_hostname(&spec.hostname) {
+            Ok(()) => {}
+            // A container runtime's seccomp profile may refuse sethostname
+            // to callers without CAP_SYS_ADMIN in the *outer* namespace
+            // (podman's default does), although the new UTS namespace is
+            // ours: the step then keeps the container's hostname, which
+            // only `hostname` itself would notice.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => mounted.notes.push(format!(
+                "sethostname {:?}: {e}; steps see the container's hostname",
+                spec.hostname
+            )),
+            Err(e) => return Err(net("sethostname")(e)),
+        }
     }
     if spec.network == Network::None {
         ns::loopback_up().map_err(net("bring up lo"))?;

@@ -88,6 +88,20 @@ pub struct Attempt {
     pub tier: &'static str,
     /// What was refused (`unshare(CLONE_NEWUSER|CLONE_NEWNS)`), with the errno text.
     pub refused: String,
+    /// The call the kernel refused and its errno, when one was (not for
+    /// "needs root").
+    pub refusal: Option<Refusal>,
+}
+
+/// A system call of the probe that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// unshare(CLONE_NEWUSER…) itself.
+    UnshareUser(i32),
+    /// Writing the id maps or mounting inside a new user namespace.
+    MapsOrMounts(i32),
+    /// unshare(CLONE_NEWNS) as root.
+    MountAndChroot(i32),
 }
 
 /// Errors of `exec`.
@@ -128,12 +142,108 @@ fn no_isolation_message(attempts: &[Attempt]) -> String {
     for a in attempts {
         out.push_str(&format!("\n  - {}: {}", a.tier, a.refused));
     }
+    let refusal = attempts.iter().find_map(|a| a.refusal);
+    let why = match refusal {
+        Some(Refusal::UnshareUser(errno)) => match errno {
+            libc::EPERM => format!(
+                "user namespaces refused (unshare CLONE_NEWUSER: {}): a seccomp profile, \
+                 AppArmor or SELinux refuses them to a process without CAP_SYS_ADMIN \
+                 (Docker's and containerd's default seccomp profiles do; podman's does not)",
+                errno_name(errno)
+            ),
+            libc::ENOSPC => format!(
+                "user namespaces refused (unshare CLONE_NEWUSER: {}): the limit \
+                 user.max_user_namespaces is 0 (or used up) in this container or on the node",
+                errno_name(errno)
+            ),
+            _ => format!(
+                "user namespaces refused (unshare CLONE_NEWUSER: {})",
+                errno_name(errno)
+            ),
+        },
+        Some(Refusal::MapsOrMounts(errno)) => format!(
+            "a user namespace was created but id maps or mounts inside it were refused ({}): \
+             AppArmor (Ubuntu's kernel.apparmor_restrict_unprivileged_userns) or a seccomp \
+             profile that refuses mount",
+            errno_name(errno)
+        ),
+        Some(Refusal::MountAndChroot(errno)) => format!(
+            "mount namespaces and chroot refused ({})",
+            errno_name(errno)
+        ),
+        None => "user namespaces refused".to_owned(),
+    };
+    out.push('\n');
+    out.push_str(&why);
     out.push_str(
-        "\nto allow the rootless tier: on Kubernetes set `hostUsers: false` in the pod spec \
-         (or run kiln as root in the container); make the seccomp and AppArmor profiles allow \
-         `unshare` and `mount` (e.g. seccompProfile Unconfined, or \
-         kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu); check that \
-         user.max_user_namespaces is not 0; or run kiln as root for the chroot tier",
+        "\nto allow the rootless tier: on Kubernetes set `hostUsers: false` in the pod spec, \
+         or give the container a seccompProfile that permits unshare and clone with \
+         CLONE_NEWUSER and mount (type Localhost, or Unconfined) and an AppArmor profile \
+         that allows them; with docker or podman: `--security-opt seccomp=unconfined` (or a \
+         profile that permits unshare and mount), or podman's default profile; \
+         check that user.max_user_namespaces is not 0; \
+         or run kiln as root in the container (runAsUser: 0) for the chroot tier, which \
+         needs no user namespace",
     );
     out
+}
+
+/// `EPERM` for 1, and so on for the errnos a namespace probe meets.
+pub(crate) fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::EACCES => "EACCES",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::EINVAL => "EINVAL",
+        libc::EUSERS => "EUSERS",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootless(refusal: Refusal, refused: &str) -> Attempt {
+        Attempt {
+            tier: "rootless",
+            refused: refused.into(),
+            refusal: Some(refusal),
+        }
+    }
+
+    #[test]
+    fn no_tier_message_names_the_refusal_and_the_settings() {
+        let msg = no_isolation_message(&[
+            rootless(
+                Refusal::UnshareUser(libc::EPERM),
+                "unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1)",
+            ),
+            Attempt {
+                tier: "chroot",
+                refused: "needs root (kiln runs as uid 1000)".into(),
+                refusal: None,
+            },
+        ]);
+        for needle in [
+            "no isolation tier works here; tried:\n  - rootless: unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+            "\n  - chroot: needs root",
+            "user namespaces refused (unshare CLONE_NEWUSER: EPERM): a seccomp profile",
+            "hostUsers: false",
+            "seccompProfile",
+            "runAsUser: 0",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing:\n{msg}");
+        }
+        let msg = no_isolation_message(&[rootless(Refusal::UnshareUser(libc::ENOSPC), "x")]);
+        assert!(
+            msg.contains("ENOSPC") && msg.contains("user.max_user_namespaces is 0"),
+            "{msg}"
+        );
+        let msg = no_isolation_message(&[rootless(Refusal::MapsOrMounts(libc::EACCES), "x")]);
+        assert!(msg.contains("(EACCES): AppArmor"), "{msg}");
+        assert_eq!(errno_name(12345), "errno 12345");
+    }
 }

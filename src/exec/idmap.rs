@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use super::error::ExecError;
@@ -42,7 +43,7 @@ pub fn plan(choice: IdMapChoice, uid: u32) -> IdMap {
     if uid == 0 {
         return IdMap::Identity;
     }
-    if choice == IdMapChoice::Single {
+    if choice == IdMapChoice::Single || HELPERS_FAILED.load(Ordering::Relaxed) {
         return IdMap::Single;
     }
     let name = user_name(uid);
@@ -105,6 +106,36 @@ pub fn apply(pid: u32, map: &IdMap, uid: u32, gid: u32) -> Result<(), ExecError>
             helper("newgidmap", pid, gid, *gids).map_err(err)
         }
     }
+}
+
+/// Set once `newuidmap` failed in this process: later sandboxes plan a
+/// single-id map instead of failing the same way.
+static HELPERS_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// [`apply`], except that a subordinate map whose helper fails before any
+/// map was written (newuidmap without the setuid bit or its capability,
+/// `no_new_privs`, or ranges the container's own user namespace does not
+/// map, as with Kubernetes `hostUsers: false` and a non-root user) becomes
+/// a single-id map, said once. Returns the map written.
+pub fn apply_or_fall_back(pid: u32, map: &IdMap, uid: u32, gid: u32) -> Result<IdMap, ExecError> {
+    let err = match apply(pid, map, uid, gid) {
+        Ok(()) => return Ok(map.clone()),
+        Err(err) => err,
+    };
+    let untouched = ["uid_map", "gid_map"]
+        .iter()
+        .all(|f| fs::read_to_string(format!("/proc/{pid}/{f}")).is_ok_and(|t| t.trim().is_empty()));
+    if !matches!(map, IdMap::Subordinate { .. }) || !untouched {
+        return Err(err);
+    }
+    if !HELPERS_FAILED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "{err}; using a single-id map instead: inside the sandbox only root exists, \
+             so chown to other ids and switching USER fail"
+        );
+    }
+    apply(pid, &IdMap::Single, uid, gid)?;
+    Ok(IdMap::Single)
 }
 
 /// `INSIDE INSIDE COUNT` for each `INSIDE OUTSIDE COUNT` extent of an id

@@ -6,9 +6,10 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+use crate::layer::OverlayXattrs;
 use crate::sys::{ns, proc};
 
-use super::error::{Attempt, ExecError};
+use super::error::{errno_name, Attempt, ExecError, Refusal};
 use super::protocol::Tier;
 
 /// How a step is isolated (`--isolation`).
@@ -73,6 +74,19 @@ impl Isolation {
         }
     }
 
+    /// Which xattrs the unpacked lower layers of a step in this (resolved)
+    /// tier carry their overlay whiteouts in: `trusted.*` only for a chroot
+    /// that can mount overlay as real root. A chroot without a mount
+    /// namespace (root without CAP_SYS_ADMIN, kaniko's situation) never
+    /// mounts overlay and may not even write `trusted.*` xattrs, so it gets
+    /// `user.*`, which the walk snapshotter reads as well.
+    pub fn overlay_xattrs(self) -> OverlayXattrs {
+        match self {
+            Isolation::Chroot if mount_namespaces_work() => OverlayXattrs::Trusted,
+            _ => OverlayXattrs::User,
+        }
+    }
+
     /// What `Auto` would pick here, without running anything else.
     pub fn probe() -> Result<Isolation, ExecError> {
         Ok(match Isolation::Auto.resolve()? {
@@ -80,6 +94,12 @@ impl Isolation {
             Tier::Chroot => Isolation::Chroot,
         })
     }
+}
+
+/// Whether this process may create a mount namespace (probed once).
+fn mount_namespaces_work() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| ns::probe(ns::MOUNT, None).is_ok())
 }
 
 fn probe() -> Result<Tier, Vec<Attempt>> {
@@ -100,27 +120,38 @@ fn probe() -> Result<Tier, Vec<Attempt>> {
         Err(f) => attempts.push(Attempt {
             tier: "rootless",
             refused: describe("CLONE_NEWUSER|CLONE_NEWNS", f),
+            refusal: Some(match f.step {
+                ns::ProbeStep::Unshare | ns::ProbeStep::Fork => Refusal::UnshareUser(f.errno),
+                _ => Refusal::MapsOrMounts(f.errno),
+            }),
         }),
     }
     if uid != 0 {
         attempts.push(Attempt {
             tier: "chroot",
             refused: "needs root (kiln runs as uid ".to_owned() + &uid.to_string() + ")",
+            refusal: None,
         });
         return Err(attempts);
     }
+    // Root with user namespaces refused is kaniko's situation: say once
+    // that steps run in the chroot tier, and why.
     let mount_ns = match ns::probe(ns::MOUNT, None) {
         Ok(()) => {
-            tracing::debug!(refused = %attempts[0].refused, "isolation: chroot (user namespaces refused)");
+            tracing::warn!(
+                "isolation: chroot tier, as root without a user namespace ({} refused)",
+                attempts[0].refused
+            );
             return Ok(Tier::Chroot);
         }
-        Err(f) => describe("CLONE_NEWNS", f),
+        Err(f) => (describe("CLONE_NEWNS", f), f.errno),
     };
     match ns::probe_chroot() {
         Ok(()) => {
-            tracing::debug!(
-                refused = %attempts[0].refused, mount = %mount_ns,
-                "isolation: chroot without namespaces (user and mount namespaces refused)"
+            tracing::warn!(
+                "isolation: chroot tier without namespaces, as root ({} refused; {} refused)",
+                attempts[0].refused,
+                mount_ns.0
             );
             Ok(Tier::Chroot)
         }
@@ -128,7 +159,8 @@ fn probe() -> Result<Tier, Vec<Attempt>> {
             let err = std::io::Error::from_raw_os_error(f.errno);
             attempts.push(Attempt {
                 tier: "chroot",
-                refused: format!("{mount_ns}; chroot: {err}"),
+                refused: format!("{}; chroot: {err} ({})", mount_ns.0, errno_name(f.errno)),
+                refusal: Some(Refusal::MountAndChroot(mount_ns.1)),
             });
             Err(attempts)
         }

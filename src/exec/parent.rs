@@ -1,13 +1,14 @@
 //! kiln's side of a sandbox: start `kiln __sandbox`, hand it the spec,
 //! write its id maps, follow its stages, return the exit status.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, BufReader};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 
 use crate::sys::proc;
 
@@ -255,7 +256,7 @@ impl Sandbox {
             status,
             created: report.created,
             fixed: report.fixed,
-            idmap: map,
+            idmap: report.map,
             isolation: match tier {
                 Tier::Rootless => Isolation::Rootless,
                 Tier::Chroot => Isolation::Chroot,
@@ -271,6 +272,8 @@ struct Report {
     fixed: Vec<AppliedFix>,
     bare: bool,
     exited: Option<(i32, Option<i32>)>,
+    /// The id map written (a single-id map when the helpers failed).
+    map: IdMap,
 }
 
 /// The id map to write for the sandbox process `pid` of caller `uid`/`gid`.
@@ -300,6 +303,7 @@ fn follow(
     let mut ready = None;
     let mut exited = None;
     let mut report_bare = false;
+    let mut applied = None;
     let mut failure: Option<SetupFailure> = None;
     while let Some(msg) = protocol::receive::<ToParent>(input).map_err(ExecError::Pipe)? {
         match msg {
@@ -309,15 +313,18 @@ fn follow(
                     WARN.call_once(|| {
                         tracing::warn!(
                             "the kernel refused a mount namespace (no CAP_SYS_ADMIN?): running \
-                             steps with a plain chroot, without a fresh /proc and /dev, with the \
-                             root's own /etc/resolv.conf and hosts, and without a pid namespace"
+                             steps with a plain chroot: no /proc, device nodes made in /dev \
+                             instead of bound, the root's own /etc/resolv.conf and hosts, and no \
+                             pid namespace"
                         )
                     });
                 }
                 report_bare = bare;
-                idmap::apply(mapping.pid, mapping.map, mapping.uid, mapping.gid)?;
+                let map =
+                    idmap::apply_or_fall_back(mapping.pid, mapping.map, mapping.uid, mapping.gid)?;
                 // Only a single-id map denies setgroups and lacks ids but 0.
-                let full = *mapping.map != IdMap::Single;
+                let full = map != IdMap::Single;
+                applied = Some(map);
                 let mapped = ToChild::Mapped {
                     setgroups: full,
                     full_map: full,
@@ -331,7 +338,7 @@ fn follow(
                 fixed,
             } => {
                 for note in notes {
-                    tracing::warn!("sandbox: {note}");
+                    warn_once(&note);
                 }
                 tracing::debug!(?created, fixed = fixed.len(), "sandbox ready");
                 ready = Some((created, fixed));
@@ -353,6 +360,7 @@ fn follow(
         fixed,
         exited,
         bare: report_bare,
+        map: applied.unwrap_or_else(|| mapping.map.clone()),
     })
 }
 
@@ -432,4 +440,17 @@ fn host_resolv_conf() -> String {
         }
     }
     main
+}
+
+/// Warns about a sandbox fallback once per process: the same container
+/// limitation applies to every step, and one line says it.
+fn warn_once(note: &str) {
+    static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let first = SEEN
+        .lock()
+        .map(|mut seen| seen.insert(note.to_owned()))
+        .unwrap_or(true);
+    if first {
+        tracing::warn!("sandbox: {note}");
+    }
 }

@@ -3,9 +3,11 @@
 
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use crate::sys::fs as sys_fs;
 use crate::sys::mount::{self, BIND, NODEV, NOEXEC, NOSUID, PRIVATE, RDONLY, REC, REMOUNT, SHARED};
 
 use super::error::{SetupFailure, Stage};
@@ -14,6 +16,15 @@ use super::spec::{AppliedFix, MountKind, ProcessSpec, RootFs};
 
 /// Host device nodes bind-mounted into the sandbox's /dev.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// [`DEVICES`] with their numbers, for a chroot that cannot bind them.
+const CHAR_DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
 type Result<T> = std::result::Result<T, SetupFailure>;
 
@@ -64,7 +75,9 @@ pub fn setup(spec: &ProcessSpec, tier: Tier, files: &StepFiles, full_map: bool) 
             mount::mount(Some(Path::new("/proc")), &proc_dir, None, BIND | REC, None)
                 .map_err(mount_err(format!("bind /proc on {}", proc_dir.display())))?;
             notes.push(format!(
-                "mount proc: {e}; the step sees the host's /proc (its pids are not the step's)"
+                "mount a fresh /proc: {e} (the container runtime masks paths of its /proc; \
+                 podman's --security-opt unmask=ALL or docker's systempaths=unconfined lifts \
+                 that); steps see kiln's own /proc, whose pids are not theirs"
             ));
         }
         Err(e) => {
@@ -199,9 +212,48 @@ pub fn chroot_only(rootfs: &RootFs) -> Result<Mounted> {
         let action = format!("{action} {}", dir.display());
         move |e: io::Error| SetupFailure::new(Stage::Pivot, action, &e)
     };
+    let mut mounted = Mounted::default();
+    make_devices(dir, &mut mounted);
     mount::chroot(dir).map_err(fail("chroot"))?;
     std::env::set_current_dir("/").map_err(fail("chdir / in"))?;
-    Ok(Mounted::default())
+    Ok(mounted)
+}
+
+/// Without mounts, the chroot tier's /dev is the root's own, usually empty:
+/// `> /dev/null` would create a file that ends up in the layer. Root keeps
+/// CAP_MKNOD in a default Docker or Kubernetes container, so the harmless
+/// devices are made as nodes (reported as created, so they stay out of the
+/// layer), and /dev gets its times back so it does not show as changed.
+fn make_devices(root: &Path, mounted: &mut Mounted) {
+    let mut created = Vec::new();
+    let dev = match ensure(root, "/dev", Kind::Dir, &mut created) {
+        Ok(dev) => dev,
+        Err(f) => {
+            mounted.notes.push(format!("no /dev in the root: {f}"));
+            return;
+        }
+    };
+    let result = (|| -> io::Result<()> {
+        let fd = sys_fs::open_root(&dev)?;
+        let before = fs::symlink_metadata(&dev)?;
+        for (name, major, minor) in CHAR_DEVICES {
+            if fs::symlink_metadata(dev.join(name)).is_ok() {
+                continue;
+            }
+            let name = std::ffi::OsStr::new(name);
+            sys_fs::mknod_at(fd.as_fd(), name, sys_fs::Special::Char, major, minor)?;
+            sys_fs::chmod_special_at(fd.as_fd(), name, 0o666)?;
+            created.push(format!("/dev/{}", name.to_string_lossy()));
+        }
+        sys_fs::set_times_fd(fd.as_fd(), before.mtime(), before.mtime_nsec())
+    })();
+    if let Err(e) = result {
+        mounted.notes.push(format!(
+            "make device nodes in /dev of the chroot: {e}; steps that use /dev/null and the like \
+             write regular files"
+        ));
+    }
+    mounted.created.extend(created);
 }
 
 /// Mounts the root filesystem and returns where it is.

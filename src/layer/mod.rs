@@ -45,7 +45,9 @@ pub use error::{LayerError, WriteFailure};
 pub use idmap::{IdExtent, IdMapping, OVERFLOW_ID};
 pub use metadata::{sidecar_path, Kind, Metadata, Record};
 pub use unpack::{unpack, Mode, OverlayXattrs, UnpackOptions, UnpackReport, WhiteoutFormat};
-pub use write::{layer_media_type, write_layer, write_tar, WriteOptions, WrittenLayer};
+pub use write::{
+    layer_media_type, write_layer, write_tar, Listed, ListedKind, WriteOptions, WrittenLayer,
+};
 
 /// Whether a tar entry only carries metadata for the next one (PAX and GNU
 /// long-name headers, which the `tar` crate has already applied to it).

@@ -64,6 +64,7 @@
 //! layer: a step cannot change what it cannot see, and a `Delete` of one is
 //! an ordinary whiteout.
 
+mod listing;
 mod ownership;
 mod pargz;
 mod sink;
@@ -74,9 +75,11 @@ use std::ffi::OsStr;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use rustix::fs::FileType;
 
+pub use self::listing::{Listed, ListedKind};
 use self::tar::{Entry, EntryKind};
 use super::error::WriteFailure;
 use super::idmap::IdMapping;
@@ -121,10 +124,18 @@ pub struct WrittenLayer {
     pub size: u64,
     /// The OCI layer media type for the compression.
     pub media_type: String,
-    /// Every entry is 0:0 with no xattrs and no device: the tree it was
-    /// written from can only equal what extraction would make if so (see
-    /// `store::adopt`); otherwise `false`.
-    pub plain: bool,
+    /// The entries as written when every one is 0:0 with no xattrs and no
+    /// device (a plain layer): the tree it was written from can only equal
+    /// what extraction would make if so (see `store::adopt`); otherwise
+    /// `None`.
+    pub listing: Option<Arc<[Listed]>>,
+}
+
+impl WrittenLayer {
+    /// See [`WrittenLayer::listing`].
+    pub fn is_plain(&self) -> bool {
+        self.listing.is_some()
+    }
 }
 
 /// OCI media type of a layer blob with compression `c`.
@@ -178,11 +189,11 @@ pub fn write_layer(
     let compressor =
         sink::Compressor::new(blob, opts.compression).map_err(output_err("start compressor"))?;
     let mut hashed = sink::HashWriter::new(compressor);
-    let plain = {
+    let listing = {
         let mut buf = BufWriter::with_capacity(BUF_SIZE, &mut hashed);
-        let plain = emit(&mut buf, changes, opts)?;
+        let listing = emit(&mut buf, changes, opts)?;
         buf.flush().map_err(output_err("flush the tar"))?;
-        plain
+        listing
     };
     let (compressor, diff_id) = hashed.finish().map_err(output_err("flush the tar"))?;
     let blob = compressor
@@ -195,7 +206,7 @@ pub fn write_layer(
         diff_id,
         size,
         media_type: layer_media_type(opts.compression).to_string(),
-        plain,
+        listing: listing.map(Arc::from),
     })
 }
 
@@ -311,8 +322,9 @@ struct Emitter<'a> {
     /// (dev, ino) of multiply-linked files → the name first written.
     links: HashMap<(u64, u64), Vec<u8>>,
     unmapped: u64,
-    /// Entries that make a layer not plain.
-    special: u64,
+    /// The entries so far while the layer is plain (see
+    /// [`WrittenLayer::listing`]); `None` from the first entry that is not.
+    listing: Option<Vec<Listed>>,
     whiteout_mtime: u64,
 }
 
@@ -324,12 +336,12 @@ fn clamp_mtime(mtime: i64, epoch: Option<i64>) -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
 
-/// Returns whether the layer is plain (see [`WrittenLayer::plain`]).
+/// Returns the listing of a plain layer (see [`WrittenLayer::listing`]).
 fn emit(
     out: &mut impl Write,
     changes: &ChangeList,
     opts: &WriteOptions,
-) -> Result<bool, LayerError> {
+) -> Result<Option<Vec<Listed>>, LayerError> {
     let items = plan(changes)?;
     let root = sfs::open_root(&changes.source).map_err(|e| WriteFailure::Source {
         path: changes.source.display().to_string(),
@@ -342,7 +354,7 @@ fn emit(
         parent: None,
         links: HashMap::new(),
         unmapped: 0,
-        special: 0,
+        listing: Some(Vec::new()),
         whiteout_mtime: opts
             .source_date_epoch
             .and_then(|e| u64::try_from(e).ok())
@@ -367,7 +379,7 @@ fn emit(
              ownership) were written as 65534:65534"
         );
     }
-    Ok(em.special == 0)
+    Ok(em.listing)
 }
 
 impl Emitter<'_> {
@@ -407,7 +419,39 @@ impl Emitter<'_> {
             mtime: self.whiteout_mtime,
             xattrs: Vec::new(),
         };
-        tar::write_entry(out, &e).map_err(output_err("write a whiteout"))
+        tar::write_entry(out, &e).map_err(output_err("write a whiteout"))?;
+        self.list(&e);
+        Ok(())
+    }
+
+    /// Adds a written entry to the listing, or drops the listing when the
+    /// entry makes the layer not plain.
+    fn list(&mut self, e: &Entry) {
+        let Some(listing) = self.listing.as_mut() else {
+            return;
+        };
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+        let name = e.name.strip_suffix(b"/").unwrap_or(&e.name);
+        let kind = match &e.kind {
+            _ if (e.uid, e.gid) != (0, 0) || !e.xattrs.is_empty() => None,
+            EntryKind::File { size } => Some(ListedKind::File { size: *size }),
+            EntryKind::Dir => Some(ListedKind::Dir),
+            EntryKind::Symlink { target } => Some(ListedKind::Symlink(target.clone())),
+            EntryKind::Link { target } => text(target).map(ListedKind::Link),
+            EntryKind::Fifo => Some(ListedKind::Fifo),
+            EntryKind::Char { .. } | EntryKind::Block { .. } => None,
+        };
+        match (kind, text(name)) {
+            (Some(kind), Some(path)) if listing.len() < listing::MAX_LISTED => {
+                listing.push(Listed {
+                    path,
+                    kind,
+                    mode: e.mode,
+                    mtime: e.mtime,
+                })
+            }
+            _ => self.listing = None,
+        }
     }
 
     fn path(
@@ -529,13 +573,8 @@ impl Emitter<'_> {
         if let EntryKind::Link { .. } = entry.kind {
             entry.xattrs.clear();
         }
-        if (entry.uid, entry.gid) != (0, 0)
-            || !entry.xattrs.is_empty()
-            || matches!(entry.kind, EntryKind::Char { .. } | EntryKind::Block { .. })
-        {
-            self.special += 1;
-        }
         tar::write_entry(out, &entry).map_err(output_err("write a tar header"))?;
+        self.list(&entry);
         if let EntryKind::File { size } = entry.kind {
             let file =
                 tree::open_file_at(parent.as_fd(), leaf).map_err(Self::source_err(path, "open"))?;

@@ -10,8 +10,9 @@
 //! is what extracting the layer in that mode would give; otherwise nothing
 //! is adopted and the layer is extracted on first use, as before.
 //!
-//! The written layer is the reference: its tar is read back (headers; file
-//! contents are skipped) and the upper dir is brought in line with it:
+//! The written layer is the reference: the writer's listing of its entries
+//! (`layer::WrittenLayer::listing`, the headers as written) is what
+//! extraction would make, and the upper dir is brought in line with it:
 //! - entries the layer does not have (mount points the sandbox created,
 //!   sockets, whiteouts of paths no lower has, copied-up directories with
 //!   nothing listed below them, copies the sandbox gave recorded owners)
@@ -24,10 +25,11 @@
 //!   `opaque=y` is where, and only where, the layer has `.wh..wh..opq`;
 //! - the root gets the mode a fresh directory gets, as the unpacked root has.
 //!
-//! Declined, leaving the upper dir to be removed with the step: an owner
-//! other than the caller, or a header owner other than 0:0 (an unprivileged
-//! extraction records those in the sidecar, which must stay empty here);
-//! xattrs; devices; a kind, size, mode, link target or link count that
+//! Only plain layers (every header 0:0, no xattrs, no devices) are listed:
+//! an unprivileged extraction records other owners in the sidecar, which
+//! must stay empty here. Declined, leaving the upper dir to be removed with
+//! the step: an owner other than the caller on disk; xattrs on disk; a
+//! kind, size, mode, link target or link count that
 //! differs; other overlay xattrs (`redirect`, `metacopy`, …); anything
 //! unreadable. File contents are not compared: the layer was just read
 //! from these very files, after the step's processes were gone.
@@ -42,11 +44,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Instant;
 
-use tar::EntryType;
-
 use super::unpacked::{chain_ids, LayerSource};
 use super::{unsynced, Digest, Store, StoreError};
-use crate::layer::{Mode, OverlayXattrs};
+use crate::layer::{Listed, ListedKind, Mode, OverlayXattrs};
 use crate::sys::{fs as sfs, tree};
 
 /// What [`Store::adopt_upper`] did.
@@ -74,6 +74,7 @@ impl Store {
         &self,
         parents: &[LayerSource],
         layer: &LayerSource,
+        listing: &[Listed],
         mode: Mode,
         upper: &Path,
     ) {
@@ -82,7 +83,7 @@ impl Store {
         }
         let t = Instant::now();
         let _s = tracing::debug_span!("adopt", layer = %layer.diff_id).entered();
-        match self.adopt_upper(parents, layer, mode, upper) {
+        match self.adopt_upper(parents, layer, listing, mode, upper) {
             Ok(outcome) => {
                 tracing::debug!(?outcome, took = ?t.elapsed(), "step upper dir offered as the layer's unpacked tree");
             }
@@ -96,6 +97,7 @@ impl Store {
         &self,
         parents: &[LayerSource],
         layer: &LayerSource,
+        listing: &[Listed],
         mode: Mode,
         upper: &Path,
     ) -> Result<Adoption, StoreError> {
@@ -111,7 +113,7 @@ impl Store {
         if dir.is_dir() && unsynced::trusted(&dir) {
             return Ok(Adoption::Present);
         }
-        let mut want = match expected(self, &layer.blob) {
+        let mut want = match expected(listing) {
             Ok(w) => w,
             Err(why) => return Ok(Adoption::Declined(why)),
         };
@@ -176,20 +178,10 @@ enum Want {
 }
 
 /// The layer's entries by relative path, or why it cannot be adopted.
-fn expected(store: &Store, blob: &Digest) -> Result<HashMap<String, Expect>, String> {
-    let reader = store.open_blob(blob).map_err(|e| e.to_string())?;
-    let (decoder, _) =
-        crate::layer::Decoder::new(reader).map_err(|e| format!("read the layer: {e}"))?;
-    let mut archive = tar::Archive::new(decoder);
-    let mut out: HashMap<String, Expect> = HashMap::new();
-    let bad = |e: io::Error| format!("read the layer: {e}");
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        let kind = entry.header().entry_type();
-        if crate::layer::is_header_only(kind) {
-            continue;
-        }
-        let path = rel_path(&entry.path_bytes())?;
+fn expected(listing: &[Listed]) -> Result<HashMap<String, Expect>, String> {
+    let mut out: HashMap<String, Expect> = HashMap::with_capacity(listing.len());
+    for entry in listing {
+        let path = rel_path(entry.path.as_bytes())?;
         let (parent, name) = match path.rsplit_once('/') {
             Some((p, n)) => (p, n),
             None => ("", path.as_str()),
@@ -223,49 +215,25 @@ fn expected(store: &Store, blob: &Digest) -> Result<HashMap<String, Expect>, Str
             }
             continue;
         }
-        let h = entry.header();
-        let num = |v: io::Result<u64>| v.map_err(|e| format!("{path}: header: {e}"));
-        let (mut uid, mut gid) = (num(h.uid())?, num(h.gid())?);
-        let mode = h.mode().map_err(|e| format!("{path}: header: {e}"))? & 0o7777;
-        let mut mtime = (i64::try_from(num(h.mtime())?).unwrap_or(i64::MAX), 0);
-        let link = entry.link_name_bytes().map(|l| l.into_owned());
-        let size = entry.size();
-        if let Ok(Some(pax)) = entry.pax_extensions() {
-            for ext in pax.flatten() {
-                let Ok(key) = ext.key() else { continue };
-                let text = std::str::from_utf8(ext.value_bytes()).unwrap_or("");
-                match key {
-                    "uid" => uid = text.parse().unwrap_or(u64::MAX),
-                    "gid" => gid = text.parse().unwrap_or(u64::MAX),
-                    "mtime" => mtime = pax_time(text).ok_or(format!("{path}: PAX mtime"))?,
-                    k if k.starts_with("SCHILY.xattr.") => {
-                        return Err(format!("{path}: carries xattrs"))
-                    }
-                    _ => {}
-                }
-            }
-        }
-        if (uid, gid) != (0, 0) {
-            return Err(format!("{path}: owner {uid}:{gid}"));
-        }
-        let want = match kind {
-            EntryType::Regular | EntryType::Continuous => Want::File { size, links: 1 },
-            EntryType::Directory => Want::Dir { opaque: false },
-            EntryType::Symlink => Want::Symlink(link.unwrap_or_default()),
-            EntryType::Link => Want::Hardlink(rel_path(&link.unwrap_or_default())?),
-            EntryType::Fifo => Want::Fifo,
-            other => return Err(format!("{path}: a {other:?} entry")),
+        let want = match &entry.kind {
+            ListedKind::File { size } => Want::File {
+                size: *size,
+                links: 1,
+            },
+            ListedKind::Dir => Want::Dir { opaque: false },
+            ListedKind::Symlink(target) => Want::Symlink(target.clone()),
+            ListedKind::Link(target) => Want::Hardlink(rel_path(target.as_bytes())?),
+            ListedKind::Fifo => Want::Fifo,
         };
-        if out
-            .insert(path.clone(), Expect { want, mode, mtime })
-            .is_some()
-        {
+        let e = Expect {
+            want,
+            mode: entry.mode & 0o7777,
+            mtime: (i64::try_from(entry.mtime).unwrap_or(i64::MAX), 0),
+        };
+        if out.insert(path.clone(), e).is_some() {
             return Err(format!("{path}: twice in the layer"));
         }
     }
-    // Drain what is left so the stream is read to its end (trailing blocks).
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(bad)?;
     let targets: Vec<String> = out
         .values()
         .filter_map(|e| match &e.want {
@@ -296,17 +264,6 @@ fn rel_path(raw: &[u8]) -> Result<String, String> {
         return Err(format!("entry {s:?}"));
     }
     Ok(s.to_string())
-}
-
-/// PAX times: decimal seconds with an optional fraction.
-fn pax_time(s: &str) -> Option<(i64, i64)> {
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = secs.parse().ok()?;
-    let mut nanos: i64 = 0;
-    for (i, c) in frac.chars().take(9).enumerate() {
-        nanos += i64::from(c.to_digit(10)?) * 10_i64.pow(8 - i as u32);
-    }
-    Some((secs, if secs < 0 { -nanos } else { nanos }))
 }
 
 /// Brings `upper` in line with `want` (see the module docs), consuming it.
@@ -530,11 +487,5 @@ mod tests {
         for bad in [&b"/etc"[..], b"a/../b", b"./", b"a//b"] {
             assert!(rel_path(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn pax_times_parse() {
-        assert_eq!(pax_time("12.25"), Some((12, 250_000_000)));
-        assert_eq!(pax_time("x"), None);
     }
 }

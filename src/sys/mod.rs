@@ -10,3 +10,4 @@ pub mod ns;
 pub mod proc;
 pub mod seccomp;
 pub mod tree;
+pub mod writeback;

@@ -10,6 +10,7 @@ pub mod busybox;
 pub mod debian;
 pub mod flaky_proxy;
 pub mod image_tree;
+pub mod in_container;
 pub mod oci_schema;
 pub mod python_base;
 pub mod registry;

@@ -34,7 +34,7 @@ use crate::context::HashCache;
 use crate::exec::Isolation;
 use crate::frontend::instructions::Instruction;
 use crate::frontend::stages::Dockerfile;
-use crate::layer::{Mode, OverlayXattrs};
+use crate::layer::Mode;
 use crate::plan::cache_key::{explain, KeyInputs};
 use crate::plan::{self, Base, Plan, PlanOptions, PlannedStage, Step};
 use crate::registry::ClientOptions;
@@ -141,10 +141,7 @@ pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built
         Isolation::Auto => Isolation::probe().map_err(|e| EngineError::Other(e.to_string()))?,
         t => t,
     };
-    let lower_mode = Mode::OverlayLower(match tier {
-        Isolation::Chroot => OverlayXattrs::Trusted,
-        _ => OverlayXattrs::User,
-    });
+    let lower_mode = Mode::OverlayLower(tier.overlay_xattrs());
     let created = created_time(req.source_date_epoch)?;
     let hashcache = match &req.context {
         Some(ctx) => Some(HashCache::open(
