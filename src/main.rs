@@ -29,8 +29,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
+            // Many errors inside already end with their cause's text: a
+            // cause said by the line before is not said again.
+            let mut said = err.to_string();
             for cause in err.chain().skip(1) {
-                eprintln!("caused by: {cause}");
+                let text = cause.to_string();
+                if !said.contains(&text) {
+                    eprintln!("caused by: {text}");
+                }
+                said = text;
             }
             ExitCode::FAILURE
         }

@@ -367,3 +367,75 @@ fn system_check_reports_a_corrupt_store() {
     );
     assert!(stderr(&o).contains("has problems"), "{}", stderr(&o));
 }
+
+#[test]
+fn build_outputs_files_and_archives_without_external_tools() {
+    // FROM scratch + COPY: no RUN, so any user, any isolation.
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("d")).unwrap();
+    write(&ctx, "d/a.txt", "alpha\n");
+    // Inside a copied directory a symlink stays one (a top-level source is followed).
+    std::os::unix::fs::symlink("a.txt", ctx.join("d/link")).unwrap();
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM scratch AS empty\nFROM scratch\nCOPY d /d\nCOPY --from=empty / /was-empty/\n",
+    );
+    let local = dir.path().join("local");
+    let tarball = dir.path().join("files.tar");
+    let archive = dir.path().join("img.tar");
+    let root = dir.path().join("store");
+    let o = kiln()
+        .env("KILN_ROOT", &root)
+        .args(["build", "-q", "-t", "outputs:1"])
+        .arg("--output")
+        .arg(format!("type=local,dest={}", local.display()))
+        .arg("--output")
+        .arg(format!("type=tar,dest={}", tarball.display()))
+        .arg("--output")
+        .arg(format!(
+            "docker-archive:{}:named/by-output:2",
+            archive.display()
+        ))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(local.join("d/a.txt")).unwrap(),
+        "alpha\n"
+    );
+    assert_eq!(
+        std::fs::read_link(local.join("d/link")).unwrap(),
+        Path::new("a.txt")
+    );
+    assert!(local.join("was-empty").is_dir());
+    let mut names: Vec<String> = tar::Archive::new(std::fs::File::open(&tarball).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let kind = e.header().entry_type();
+            let name = e.path().unwrap().display().to_string();
+            format!("{name}:{}", if kind.is_symlink() { "l" } else { "-" })
+        })
+        .collect();
+    names.sort();
+    assert!(names.contains(&"d/a.txt:-".to_string()), "{names:?}");
+    assert!(names.contains(&"d/link:l".to_string()), "{names:?}");
+    // `docker-archive:FILE:REF` names the image itself, not `FILE:REF:-t`.
+    let manifest = tar::Archive::new(std::fs::File::open(&archive).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find_map(|mut e| {
+            (e.path().unwrap().to_str() == Some("manifest.json")).then(|| {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+                s
+            })
+        })
+        .expect("manifest.json in the docker archive");
+    assert!(manifest.contains("named/by-output:2"), "{manifest}");
+}

@@ -220,9 +220,11 @@ fn build_and_output(
                 outputs.push(dest);
             }
             OutputSpec::DockerArchive(f) => {
+                // `FILE:REF` names the image itself; a bare FILE takes the first -t.
+                let given = f.display().to_string();
                 let dest = match names.first() {
-                    Some(n) => format!("docker-archive:{}:{n}", f.display()),
-                    None => format!("docker-archive:{}", f.display()),
+                    Some(n) if !given.contains(':') => format!("docker-archive:{given}:{n}"),
+                    _ => format!("docker-archive:{given}"),
                 };
                 transport::export(&store, &id, &dest)
                     .with_context(|| format!("export to {dest}"))?;
@@ -296,6 +298,28 @@ fn push(
     Ok(pushed.digest.to_string())
 }
 
+/// A tar of the tree at `root` (an empty archive for none) to `dest`, or to
+/// stdout for `-`; symlinks are stored as links.
+fn write_tar(root: Option<&std::path::Path>, dest: &std::path::Path) -> Result<()> {
+    let out: Box<dyn std::io::Write> = if dest.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(dest).with_context(|| format!("create {}", dest.display()))?)
+    };
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(out));
+    builder.follow_symlinks(false);
+    if let Some(root) = root {
+        builder
+            .append_dir_all(".", root)
+            .with_context(|| format!("write the image's files to {}", dest.display()))?;
+    }
+    let mut out = builder
+        .into_inner()
+        .with_context(|| format!("finish {}", dest.display()))?;
+    std::io::Write::flush(&mut out).with_context(|| format!("write {}", dest.display()))?;
+    Ok(())
+}
+
 /// `--output type=local|tar`: the image's files (flattened), not the image.
 fn export_files(store: &Store, desc: &Descriptor, dest: &PathBuf, tar: bool) -> Result<()> {
     let img = transport::StoredImage::load(store, desc)?;
@@ -312,35 +336,20 @@ fn export_files(store: &Store, desc: &Descriptor, dest: &PathBuf, tar: bool) -> 
     let unpacked = store
         .ensure_unpacked(&layers, Mode::Flatten)
         .context("unpack the image")?;
+    // In process, not `cp`/`tar`: kiln's own image has neither.
     let Some(tree) = unpacked.last() else {
-        if !tar {
+        if tar {
+            write_tar(None, dest)?;
+        } else {
             std::fs::create_dir_all(dest)?;
         }
         return Ok(());
     };
-    let status = if tar {
-        let mut cmd = std::process::Command::new("tar");
-        cmd.arg("-C").arg(&tree.rootfs).arg("-cf");
-        if dest.as_os_str() == "-" {
-            cmd.arg("-");
-        } else {
-            cmd.arg(dest);
-        }
-        cmd.arg(".").status()
+    if tar {
+        write_tar(Some(&tree.rootfs), dest)
     } else {
         std::fs::create_dir_all(dest)?;
-        std::process::Command::new("cp")
-            .arg("-a")
-            .arg(tree.rootfs.join("."))
-            .arg(dest)
-            .status()
+        kiln::snapshot::copy_tree(&tree.rootfs, dest)
+            .with_context(|| format!("copy the image's files to {}", dest.display()))
     }
-    .context("copy the image's files")?;
-    if !status.success() {
-        bail!(
-            "copying the image's files to {} failed ({status})",
-            dest.display()
-        );
-    }
-    Ok(())
 }

@@ -116,14 +116,7 @@ pub fn push(
         client.put_manifest(repo, tag, &src.media_type, &bytes)?;
         references.push(r.to_string());
     }
-    let blobs = ctx
-        .pushed_blobs
-        .lock()
-        .map(|b| b.clone())
-        .unwrap_or_default();
-    if let Err(e) = blob_record::remember(store, dest.registry(), repo, &blobs) {
-        tracing::warn!("cannot record blob locations for later mounts: {e}");
-    }
+    ctx.remember_pushed(dest.registry());
     Ok(Pushed {
         digest,
         references,
@@ -158,14 +151,7 @@ pub fn push_blobs(
     };
     let refs: Vec<&Descriptor> = blobs.iter().collect();
     ctx.parallel(&refs)?;
-    let pushed = ctx
-        .pushed_blobs
-        .lock()
-        .map(|b| b.clone())
-        .unwrap_or_default();
-    if let Err(e) = blob_record::remember(store, client.registry(), repo, &pushed) {
-        tracing::warn!("cannot record blob locations for later mounts: {e}");
-    }
+    ctx.remember_pushed(client.registry());
     Ok((
         ctx.counts.uploaded.load(Ordering::Relaxed),
         ctx.counts.mounted.load(Ordering::Relaxed),
@@ -185,6 +171,19 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Records where the blobs pushed so far now live, for later mounts
+    /// (a failure only costs those mounts).
+    fn remember_pushed(&self, registry: &str) {
+        let blobs = self
+            .pushed_blobs
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default();
+        if let Err(e) = blob_record::remember(self.store, registry, self.repo, &blobs) {
+            tracing::warn!("cannot record blob locations for later mounts: {e}");
+        }
+    }
+
     /// Blobs, then the manifest by digest (a child of an index).
     fn push_image(&self, desc: &Descriptor, target: &str) -> Result<(), RegistryError> {
         let bytes = self.read_small(&desc.digest)?;

@@ -51,6 +51,7 @@ use std::str::FromStr;
 pub use changes::{Change, ChangeKind, ChangeList};
 pub use choose::{choose, choose_for, probe};
 pub use error::SnapshotError;
+pub use walk::copy_tree;
 
 use crate::exec::RootFs;
 

@@ -136,6 +136,15 @@ impl Drop for WalkState {
     }
 }
 
+/// Copies the tree `src` into the existing directory `dst` (contents,
+/// modes, times, xattrs, hardlinks; owners only as root), as `cp -a` would:
+/// for `--output type=local` and read-write bind mounts, where kiln's own
+/// image has no `cp`. Whiteout-shaped entries (0/0 character devices) are
+/// left out, as in any layer the walk snapshotter applies.
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), SnapshotError> {
+    Copier::new(crate::sys::fs::effective_ids().0 == 0).layer(src, dst)
+}
+
 /// Applies lower layers onto the tree.
 pub(super) struct Copier {
     /// Lower inode (dev, ino) → where its first copy went, so hardlinks

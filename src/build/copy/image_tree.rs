@@ -89,6 +89,19 @@ impl Tree for ImageTree<'_> {
     fn lstat(&self, rel: &str) -> Result<Option<Node>, CopyError> {
         match lookup(self.lowers, rel).map_err(CopyError::read("lstat", rel))? {
             Some((host, st)) => Ok(Some(self.node(rel, host, &st)?)),
+            // A stage with no layers (`FROM scratch` and nothing else) still
+            // has a root, as BuildKit's empty snapshot does: copying it makes
+            // the destination directory.
+            None if rel.is_empty() && self.lowers.is_empty() => Ok(Some(Node {
+                rel: String::new(),
+                kind: NodeKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: (0, 0),
+                link_key: None,
+                host: PathBuf::new(),
+            })),
             None => Ok(None),
         }
     }

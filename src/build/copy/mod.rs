@@ -111,6 +111,19 @@ pub struct Target {
     pub recorded: Vec<layer::Metadata>,
 }
 
+/// The uid and gid that `user` (a USER value) names in the image whose
+/// lower dirs are `lowers` (top-most first): numbers as given, names from
+/// its `/etc/passwd` and `/etc/group`, by `--chown`'s rules (BuildKit
+/// resolves the owner of the directories WORKDIR makes the same way).
+pub fn user_ids(lowers: &[PathBuf], user: &str) -> Result<(u64, u64), CopyError> {
+    let tree = image_tree::ImageTree::new(lowers, &[]);
+    chown::resolve(
+        user,
+        image_tree::read_small(&tree, "etc/passwd")?.as_deref(),
+        image_tree::read_small(&tree, "etc/group")?.as_deref(),
+    )
+}
+
 /// Writes the layer of one COPY or ADD (gzip) into the store.
 pub fn copy_layer(
     store: &Store,

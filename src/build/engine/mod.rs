@@ -137,8 +137,13 @@ pub fn build(store: &Store, df: &Dockerfile, req: &BuildRequest) -> Result<Built
             "warning: build-arg {arg} was not consumed by any ARG"
         ));
     }
+    // A Dockerfile without RUN needs no isolation: where no tier works, the
+    // first RUN step fails with the full explanation instead.
     let tier = match req.isolation {
-        Isolation::Auto => Isolation::probe().map_err(|e| EngineError::Other(e.to_string()))?,
+        Isolation::Auto => Isolation::probe().unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "no isolation tier works here; only RUN steps need one");
+            Isolation::Auto
+        }),
         t => t,
     };
     let lower_mode = Mode::OverlayLower(tier.overlay_xattrs());

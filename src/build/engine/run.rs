@@ -383,14 +383,13 @@ fn bind_mount(
             .tempdir_in(eng.store.root().join("tmp"))
             .map_err(sref.wrap("--mount rw: make a copy"))?;
         let copy = tmp.path().join("src");
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(&source)
-            .arg(&copy)
-            .status()
-            .map_err(sref.wrap("--mount rw: run cp"))?;
-        if !status.success() {
-            return Err(sref.fail(format!("--mount rw: copying {rel:?} failed ({status})")));
+        if source.is_dir() {
+            std::fs::create_dir(&copy).map_err(sref.wrap("--mount rw: make a copy"))?;
+            crate::snapshot::copy_tree(&source, &copy)
+                .map_err(sref.wrap(format!("--mount rw: copy {rel:?}")))?;
+        } else {
+            std::fs::copy(&source, &copy)
+                .map_err(sref.wrap(format!("--mount rw: copy {rel:?}")))?;
         }
         p._temp.push(tmp);
         copy

@@ -1,5 +1,9 @@
 //! WORKDIR creates its directory (and missing parents) as a layer when the
-//! image lacks it, as BuildKit does; nothing when it exists.
+//! image lacks it, as BuildKit does; when it exists, BuildKit still commits
+//! a layer, an empty one (diff_id `sha256:5f70bf18…`, the tar of two zero
+//! blocks), and so does kiln (checked against docker 20.10). Under a USER the
+//! directories it makes are that user's (BuildKit's mkdir with the stage's
+//! user; checked against docker 20.10 in diff case 40).
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -33,9 +37,6 @@ pub fn make_dir(
             missing.push(rel);
         }
     }
-    if missing.is_empty() {
-        return Ok(None);
-    }
     let stage = tempfile::Builder::new()
         .prefix("workdir-")
         .tempdir_in(eng.store.root().join("tmp"))
@@ -57,13 +58,37 @@ pub fn make_dir(
             })
             .collect(),
     };
+    let user = state
+        .config
+        .config
+        .as_ref()
+        .and_then(|c| c.user.as_deref())
+        .filter(|u| !u.is_empty());
+    let mut owners = layer::Metadata::default();
+    if let Some(user) = user {
+        let (uid, gid) = crate::build::copy::user_ids(&lowers, user)
+            .map_err(sref.wrap(format!("resolve USER {user}")))?;
+        // Recorded owners replace the staging directory's (the caller's).
+        for c in &changes.changes {
+            owners.insert(layer::Record {
+                path: c.path.clone(),
+                kind: layer::Kind::Dir,
+                uid,
+                gid,
+                mode: 0o755,
+                rdev: None,
+                xattrs: Default::default(),
+            });
+        }
+    }
     let (uid, gid) = crate::sys::fs::effective_ids();
     let opts = WriteOptions {
         compression: Compression::Gzip,
         source_date_epoch: eng.req.source_date_epoch,
-        // Whoever runs kiln, the directory is root's in the image.
+        // Whoever runs kiln, the directory is root's in the image unless
+        // recorded otherwise.
         ids: IdMapping::single(uid, gid),
-        recorded: Vec::new(),
+        recorded: vec![owners],
     };
     let written =
         layer::write_layer(eng.store, &changes, &opts).map_err(sref.wrap("write the layer"))?;
