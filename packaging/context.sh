@@ -34,9 +34,8 @@ cp "$ca_bundle" "$out/ca-certificates.crt"
 cp -R "$here/packaging/rootfs/etc" "$out/etc"
 
 # COPY cannot give a directory a mode like /tmp's 1777 (BuildKit applies
-# --chmod to what is copied, not to the directories it creates), and WORKDIR
-# owners differ between builders; ADD of a tar keeps each entry's owner and
-# mode exactly.
+# --chmod to what is copied, not to the directories it creates); ADD of a tar
+# keeps each entry's owner and mode exactly, for every builder.
 skel=$(mktemp -d)
 trap 'rm -rf "$skel"' EXIT
 mkdir -p "$skel/tmp" "$skel/home/kiln" "$skel/workspace"
