@@ -219,13 +219,7 @@ impl Store {
     /// skipped).
     fn prune_locked_tree(&self, path: &Path, lock: &str) -> Result<u64, StoreError> {
         let lock_path = self.unpacked_root().join("locks").join(lock);
-        let held = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| self.io(format!("open {}", lock_path.display()), e))?;
+        let held = self.open_lock_file(&lock_path)?;
         if held.try_lock().is_err() {
             tracing::debug!(tree = %path.display(), "in use; not pruned");
             return Ok(0);
@@ -400,16 +394,21 @@ impl Store {
             fs::create_dir_all(d).map_err(|e| self.io(format!("create {}", d.display()), e))?;
         }
         let lock_path = locks.join(format!("{}-{}.lock", kind_dir(mode), chain.hex()));
-        let lock = OpenOptions::new()
+        let lock = self.open_lock_file(&lock_path)?;
+        lock.lock()
+            .map_err(|e| self.io(format!("lock {}", lock_path.display()), e))?;
+        Ok(lock)
+    }
+
+    /// Opens (creating) a lock file under `unpacked/locks/`, unlocked.
+    fn open_lock_file(&self, path: &Path) -> Result<fs::File, StoreError> {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| self.io(format!("open {}", lock_path.display()), e))?;
-        lock.lock()
-            .map_err(|e| self.io(format!("lock {}", lock_path.display()), e))?;
-        Ok(lock)
+            .open(path)
+            .map_err(|e| self.io(format!("open {}", path.display()), e))
     }
 
     /// A new empty scratch directory `<root>/tmp/<purpose>-…`, removed on

@@ -498,7 +498,7 @@ impl<'a> Engine<'a> {
                 let wd = metadata::resolve_workdir(&current, dir);
                 state.container().working_dir = Some(wd.clone());
                 let layer = workdir::make_dir(self, state, &wd, &sref)?;
-                state.add(&created, format!("WORKDIR {wd}"), layer);
+                state.add(&created, format!("WORKDIR {wd}"), Some(layer));
             }
             Instruction::Copy(_) | Instruction::Add(_) => {
                 let layer = self.copy(state, step, &sref)?;

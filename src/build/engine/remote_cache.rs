@@ -222,7 +222,8 @@ impl Engine<'_> {
 
     fn import_registry(&self, reference: &str) -> Result<usize, EngineError> {
         let what = format!("read the cache {reference}");
-        let r = Reference::parse(reference).map_err(|e| EngineError::Other(e.to_string()))?;
+        let r =
+            Reference::parse(reference).map_err(|e| EngineError::Other(format!("{what}: {e}")))?;
         let client = registry::lazy::connect_to(&r, &self.req.client).map_err(err(&what))?;
         let repo = r.repository();
         let target = r.digest().or(r.tag()).unwrap_or("latest");
@@ -235,7 +236,7 @@ impl Engine<'_> {
             }
             Err(e) => return Err(err(&what)(e)),
         };
-        let config_desc = cache_config_descriptor(&bytes)?;
+        let config_desc = cache_config_descriptor(&bytes, &what)?;
         let mut body = Vec::new();
         client
             .get_blob(repo, &config_desc.digest)
@@ -260,7 +261,7 @@ impl Engine<'_> {
                 })
                 .map_err(store_err("record a cached layer"))
         };
-        import_records(self.store, &body, &location)
+        import_records(self.store, &body, &what, &location)
     }
 
     /// Reads the layout without opening it as a store (no lock file, no
@@ -289,7 +290,8 @@ impl Engine<'_> {
             return Ok(0);
         };
         let bytes = read_layout_blob(dir, &desc.digest)?;
-        let config_desc = cache_config_descriptor(&bytes)?;
+        let what = format!("read the cache in {}", dir.display());
+        let config_desc = cache_config_descriptor(&bytes, &what)?;
         let body = read_layout_blob(dir, &config_desc.digest)?;
         let copy = |d: &Descriptor| {
             let f = std::fs::File::open(layout_blob(dir, &d.digest))
@@ -299,7 +301,7 @@ impl Engine<'_> {
                 .map_err(store_err("copy a cached layer"))?;
             Ok(())
         };
-        import_records(self.store, &body, &copy)
+        import_records(self.store, &body, &what, &copy)
     }
 
     /// Writes every `--cache-to` from the records of this build's steps.
@@ -340,7 +342,8 @@ impl Engine<'_> {
         layers: &[Descriptor],
     ) -> Result<String, EngineError> {
         let what = format!("write the cache {reference}");
-        let r = Reference::parse(reference).map_err(|e| EngineError::Other(e.to_string()))?;
+        let r =
+            Reference::parse(reference).map_err(|e| EngineError::Other(format!("{what}: {e}")))?;
         if r.digest().is_some() {
             return Err(EngineError::Other(format!(
                 "{what}: a cache is written to a tag, not a digest"
@@ -431,12 +434,13 @@ fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
 
 /// The cache document's config descriptor, refusing a manifest that is not
 /// a kiln cache.
-fn cache_config_descriptor(manifest: &[u8]) -> Result<Descriptor, EngineError> {
+/// `what` names the cache being read, for errors.
+fn cache_config_descriptor(manifest: &[u8], what: &str) -> Result<Descriptor, EngineError> {
     let m: Manifest = image::parse(media_types::OCI_MANIFEST, manifest)
-        .map_err(|e| EngineError::Other(format!("cache manifest: {e}")))?;
+        .map_err(|e| EngineError::Other(format!("{what}: cache manifest: {e}")))?;
     if m.config.media_type != CACHE_MEDIA_TYPE {
         return Err(EngineError::Other(format!(
-            "not a kiln cache (config media type {:?}, want {CACHE_MEDIA_TYPE:?})",
+            "{what}: not a kiln cache (config media type {:?}, want {CACHE_MEDIA_TYPE:?})",
             m.config.media_type
         )));
     }
@@ -517,13 +521,15 @@ fn cache_document(
 /// Stores each record's manifest and config, makes each of its layers known
 /// (`layer`: a remote record or a copy), then records the key. Keys the
 /// store already has are left alone. Returns the records added.
+/// `what` names the cache being read, for errors.
 fn import_records(
     store: &Store,
     config: &[u8],
+    what: &str,
     layer: &dyn Fn(&Descriptor) -> Result<(), EngineError>,
 ) -> Result<usize, EngineError> {
     let doc: CacheConfig = serde_json::from_slice(config)
-        .map_err(|e| EngineError::Other(format!("cache config: {e}")))?;
+        .map_err(|e| EngineError::Other(format!("{what}: cache config: {e}")))?;
     for m in &doc.mounts {
         let dir = mount_dir(store, &m.id);
         if dir.is_dir() || m.blob.media_type != MOUNT_MEDIA_TYPE {

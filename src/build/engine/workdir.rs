@@ -20,7 +20,7 @@ pub fn make_dir(
     state: &ImageState,
     wd: &str,
     sref: &StepRef,
-) -> Result<Option<(Descriptor, Digest)>, EngineError> {
+) -> Result<(Descriptor, Digest), EngineError> {
     eng.fetch_layers(state, sref)?;
     let unpacked = eng
         .store
@@ -92,5 +92,5 @@ pub fn make_dir(
     };
     let written =
         layer::write_layer(eng.store, &changes, &opts).map_err(sref.wrap("write the layer"))?;
-    Ok(Some(layer_entry(written, state.docker)))
+    Ok(layer_entry(written, state.docker))
 }
